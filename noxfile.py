@@ -1,0 +1,64 @@
+"""Sessions for learners, instructors and maintainers.
+
+    nox -s grade -- <stage>...   grade your work (see README "How grading works")
+    nox -s doctor                check this machine: torch build, CUDA / MPS, autocast, profiler
+    nox -s bench -- <stage>      time a stage's implementation against the torch reference
+    nox -s tests                 the course's own test suite (maintainers, CI)
+    nox -s lint                  ruff, in its own virtual environment
+
+grade, doctor, bench and tests run in the *active* Python environment (python=False):
+the environment being checked is yours, and torch is never reinstalled.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import nox
+
+ROOT = Path(__file__).resolve().parent
+nox.options.sessions = ["grade"]
+nox.options.default_venv_backend = "venv"
+
+
+def _exit_with(code: int) -> None:
+    """End nox with the grader's own exit status (nox alone would turn 2 into 1)."""
+    if code:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        raise SystemExit(code)
+
+
+@nox.session(python=False)
+def grade(session: nox.Session) -> None:
+    """Grade stages: nox -s grade -- <stage>... [--version skeleton|solution] [--deps solution|mine] [--json PATH]."""
+    sys.path.insert(0, str(ROOT))
+    from grader.cli import main  # in-process: one Python start-up fewer than a subprocess
+
+    _exit_with(main(session.posargs))
+
+
+@nox.session(python=False)
+def doctor(session: nox.Session) -> None:
+    """Report on this machine's Python, torch build, CUDA / MPS, autocast and profiler: nox -s doctor [-- --json PATH]."""
+    session.run(sys.executable, "-m", "grader.doctor", *session.posargs, external=True, env={"PYTHONPATH": str(ROOT)})
+
+
+@nox.session(python=False)
+def bench(session: nox.Session) -> None:
+    """Time a stage against the torch reference: nox -s bench -- <stage> [--version ...] [--device ...]."""
+    session.run(sys.executable, "-m", "grader.bench", *session.posargs, external=True, env={"PYTHONPATH": str(ROOT)})
+
+
+@nox.session(python=False)
+def tests(session: nox.Session) -> None:
+    """The course's own test suite (what CI runs)."""
+    session.run(sys.executable, "-m", "pytest", *(session.posargs or ["tests"]), external=True)
+
+
+@nox.session(reuse_venv=True)
+def lint(session: nox.Session) -> None:
+    """ruff check + format check, in its own virtual environment."""
+    session.install("ruff>=0.5")
+    session.run("ruff", "check", ".")
