@@ -36,7 +36,7 @@ def make_console(file: Any = None) -> Console:
     stream = file or sys.stdout
     is_tty = bool(getattr(stream, "isatty", lambda: False)()) and "NO_COLOR" not in os.environ
     return Console(
-        file=stream, highlight=False, soft_wrap=False, no_color=not is_tty, force_terminal=is_tty or None,
+        file=stream, highlight=False, soft_wrap=True, no_color=not is_tty, force_terminal=is_tty or None,
         width=None if is_tty else 120, emoji=False,
     )  # fmt: skip
 

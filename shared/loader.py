@@ -114,8 +114,14 @@ def _import(stage_id: str, path: Path, tag: str) -> ModuleType:
     _event(event="import-start", stage=stage_id, path=str(rel))
     try:
         spec.loader.exec_module(module)
-    except (Exception, SystemExit) as exc:  # the learner's file is broken: say so in one line
+    except KeyboardInterrupt:
         sys.modules.pop(name, None)
+        raise
+    except BaseException as exc:  # the learner's file is broken: say so in one line
+        sys.modules.pop(name, None)
+        if not isinstance(exc, (Exception, SystemExit)):  # e.g. pytest-timeout's Failed: keep it as it is
+            _cache[path] = exc
+            raise
         if isinstance(exc, LearnerCodeError):  # a dependency failed: keep its message, name the chain
             err = LearnerCodeError(f"stage {stage_id} ({rel}) could not load its dependency: {exc}")
         elif isinstance(exc, SystemExit):

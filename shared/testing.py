@@ -55,6 +55,8 @@ def as_numpy(x: Any) -> np.ndarray:
     """A float64 (or bool) NumPy copy of a tensor, array or number, for comparison and printing."""
     if hasattr(x, "detach"):  # a torch tensor, without importing torch here
         x = x.detach()
+        if x.device.type == "meta":
+            fail(f"got a tensor on the 'meta' device ({describe(x)}): it has a shape but no values")
         if x.dtype.is_floating_point or x.dtype.is_complex:
             x = x.double()
         return x.cpu().numpy()
