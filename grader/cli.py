@@ -10,14 +10,16 @@ import argparse
 import datetime as _dt
 import json
 import sys
+import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, NoReturn
 
-from grader import progress
+from grader import integrity, progress
+from grader.exports import GRADESCOPE_VISIBILITY, gradescope_json, junit_xml
 from grader.report import make_console, print_report
 from grader.results import StageResult
-from shared.registry import DEPS, STAGES, VERSIONS, UnknownStage, select
+from shared.registry import DEPS, ROOT, STAGES, VERSIONS, Stage, UnknownStage, select
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
 
@@ -50,6 +52,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", metavar="PATH", type=Path, help="write every check's outcome as JSON")
     p.add_argument("-k", dest="keyword", metavar="EXPR", help="only checks matching this pytest -k expression")
     p.add_argument("--timeout", type=float, metavar="SECONDS", help="time limit for every check (overrides the defaults)")
+    p.add_argument("--junit", metavar="PATH", type=Path, help="write JUnit XML (one testsuite per stage)")
+    p.add_argument("--gradescope", metavar="PATH", type=Path, help="write Gradescope's results.json")
+    p.add_argument(
+        "--visibility", choices=GRADESCOPE_VISIBILITY, default="visible",
+        help="Gradescope visibility of the tests and their output (default: visible)",
+    )  # fmt: skip
+    p.add_argument(
+        "--submission", metavar="DIR", type=Path,
+        help="grade the learner files in DIR (a checkout, or a folder of stage files) with this repository's checks",
+    )  # fmt: skip
     p.add_argument("--verbose", "-v", action="store_true", help="every check, full hints, timings")
     return p
 
@@ -77,6 +89,7 @@ def results_json(results: Sequence[StageResult], env: dict[str, Any] | None, arg
         "version": args.version,
         "deps": args.deps,
         "keyword": args.keyword,
+        "submission": str(args.submission) if args.submission else None,
         "environment": {k: v for k, v in (env or {}).items() if k != "event"},
         "stages": [r.to_json() for r in results],
         "total": {
@@ -131,6 +144,17 @@ def show_map(console: Any) -> int:
     return EXIT_OK
 
 
+def submission_dir(submission: Path, stage: Stage) -> Path:
+    """Where a submission keeps ``stage``'s file: a checkout's skeleton folder, or the folder itself."""
+    in_checkout = submission / "stages" / stage.folder.name / "skeleton"
+    return in_checkout if (in_checkout / f"{stage.module}.py").is_file() else submission
+
+
+def _submission_env(submission: Path) -> dict[str, str]:
+    sub = submission.resolve()
+    return {"LLMFS_IMPL_" + s.id.replace(".", "_"): str(submission_dir(sub, s)) for s in STAGES}
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     console = make_console()
     err = make_console(sys.stderr)
@@ -144,8 +168,12 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise UsageError(f"unknown stage {str(exc)!r}; valid stages: {_stage_list()} (or a prefix like 1.5, or 'all')") from None
         if args.timeout is not None and args.timeout <= 0:
             raise UsageError(f"--timeout must be positive, got {args.timeout:g}")
-        if args.json is not None and args.json.is_dir():
-            raise UsageError(f"--json {args.json}: is a folder, expected a file path")
+        for flag in ("json", "junit", "gradescope"):
+            path = getattr(args, flag)
+            if path is not None and path.is_dir():
+                raise UsageError(f"--{flag} {path}: is a folder, expected a file path")
+        if args.submission is not None and not args.submission.is_dir():
+            raise UsageError(f"--submission {args.submission}: no such folder")
     except UsageError as exc:
         err.print(f"grade: {exc}", markup=False)
         return EXIT_USAGE
@@ -160,19 +188,36 @@ def main(argv: Sequence[str] | None = None) -> int:
     except progress.ProgressError as exc:
         where = progress.set_aside()
         warnings.append(f"{exc}; moved it to {where} and started a new record.")
-    opts = RunOptions(version=args.version, deps=args.deps, keyword=args.keyword, timeout=args.timeout)
+    shared_changed, changed = integrity.modified(stages)
+    if shared_changed:
+        warnings.append("the shared checking code (conftest.py, shared/, grader/child_plugin.py) differs from the released course: every result below is unofficial.")
+    for sid in changed:
+        folder = next(s for s in stages if s.id == sid).tests_dir.relative_to(ROOT)
+        warnings.append(f"the course tests of stage {sid} were changed: its result is unofficial (`git checkout -- {folder}` restores them).")
+    env_extra = _submission_env(args.submission) if args.submission else {}
+    opts = RunOptions(version=args.version, deps=args.deps, keyword=args.keyword, timeout=args.timeout, env=env_extra)
+    t0 = time.monotonic()
     try:
         results, env = run_stages(stages, opts)
     except KeyboardInterrupt:
         err.print("grade: interrupted; nothing was recorded for this run.", markup=False)
         return EXIT_INTERRUPTED
+    elapsed = time.monotonic() - t0
+    for r in results:
+        r.tests_modified = shared_changed or r.id in changed
     print_report(console, results, env, version=args.version, deps=args.deps, verbose=args.verbose, warnings=warnings)
     code = EXIT_OK if all(r.passed for r in results) else EXIT_FAILED
     try:
-        if args.keyword is None:  # a partial run (-k) says nothing about the whole stage
+        if args.keyword is None and args.submission is None:  # a partial run (-k) says nothing about the whole stage
             progress.record({r.id: _summary(r, args.deps) for r in results}, args.version)
         if args.json is not None:
             progress.write_atomic(args.json, json.dumps(results_json(results, env, args, code), indent=2) + "\n")
+        if args.junit is not None:
+            progress.write_atomic(args.junit, junit_xml(results, args.version))
+        if args.gradescope is not None:
+            summary = "\n".join(f"Stage {r.id}: {r.points:g}/{r.max_points:g} points ({r.status})" for r in results)
+            doc = gradescope_json(results, visibility=args.visibility, execution_time=elapsed, summary=summary)
+            progress.write_atomic(args.gradescope, json.dumps(doc, indent=2) + "\n")
     except OSError as exc:
         err.print(f"grade: could not write results: {exc}", markup=False)
         return EXIT_USAGE

@@ -13,8 +13,10 @@ process (and that you can set yourself to run pytest by hand):
 ``LLMFS_DEPS``     ``solution`` (default): earlier stages are the reference ones, so a
                    failure in stage N points at stage N; ``mine``: they are the same
                    version as the one graded (your own work, for the "all built by me" run).
-``LLMFS_IMPL_<ID>`` a folder that replaces stage <ID>'s version folder (``LLMFS_IMPL_1_4``);
-                   the course's own tests use it to grade a deliberately broken solution.
+``LLMFS_IMPL_<ID>`` a folder that replaces stage <ID>'s version folder (``LLMFS_IMPL_1_4``):
+                   the grader's ``--submission`` grades a learner's files this way, and the course's
+                   own tests grade deliberately broken solutions. With ``LLMFS_DEPS=mine`` it also
+                   supplies that stage to the stages built on it.
 
 No torch here: the grader imports this module too.
 """
@@ -154,7 +156,8 @@ def load(stage_id: str) -> ModuleType:
 
 def load_dep(stage_id: str) -> ModuleType:
     """An earlier stage's module, as chosen by ``--deps``: the reference one, or your own."""
-    version = "solution" if current_deps() == "solution" else current_version()
-    # An override (LLMFS_IMPL_*) is for the stage under test only; dependencies come from the tree.
-    path = _stage(stage_id).module_path(version)
-    return _import(stage_id, path, version)
+    if current_deps() == "solution":
+        # The reference component: an override (LLMFS_IMPL_*) never replaces it.
+        return _import(stage_id, _stage(stage_id).module_path("solution"), "solution")
+    version = current_version()
+    return _import(stage_id, module_path(stage_id, version), version)
