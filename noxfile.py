@@ -54,7 +54,10 @@ def bench(session: nox.Session) -> None:
 @nox.session(python=False)
 def tests(session: nox.Session) -> None:
     """The course's own test suite (what CI runs)."""
-    session.run(sys.executable, "-m", "pytest", *(session.posargs or ["tests"]), external=True)
+    session.run(
+        sys.executable, "-m", "pytest", "-p", "pytest_timeout", *(session.posargs or ["tests"]),
+        external=True, env={"PYTEST_DISABLE_PLUGIN_AUTOLOAD": "1"},
+    )  # fmt: skip
 
 
 @nox.session(reuse_venv=True)

@@ -108,12 +108,15 @@ def _run_child(targets: Sequence[str], opts: RunOptions, deadline_s: float, work
     )
     env.pop("PYTEST_ADDOPTS", None)  # the learner's own pytest settings must not change grading
     env.pop("PYTEST_PLUGINS", None)
+    # Only the plugins grading needs: other installed plugins (hypothesis alone costs over a second
+    # to import) neither slow grading down nor change its outcome.
+    env["PYTEST_DISABLE_PLUGIN_AUTOLOAD"] = "1"
     if opts.timeout is not None:
         env["LLMFS_TIMEOUT"] = str(opts.timeout)
     env.update(opts.env)
     cmd = [
         sys.executable, "-m", "pytest", *targets,
-        "-p", "grader.child_plugin",
+        "-p", "pytest_timeout", "-p", "grader.child_plugin",
         "-p", "no:cacheprovider",
         "-q", "--tb=no", "--show-capture=no", "-rN", "--no-header",
         "--rootdir", str(ROOT), "-c", str(ROOT / "pyproject.toml"),

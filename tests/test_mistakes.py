@@ -40,6 +40,7 @@ def _graded(stage_id: str, tmp: str) -> dict[str, Any]:
     out = Path(tmp) / f"mistakes-{stage_id}.json"
     env = {k: v for k, v in os.environ.items() if not k.startswith("LLMFS_")}
     env["PYTHONPATH"] = str(ROOT)
+    env["PYTEST_DISABLE_PLUGIN_AUTOLOAD"] = "1"
     proc = subprocess.run(
         [sys.executable, "-m", "tests.mistake_runner", stage_id, str(out)],
         cwd=ROOT, env=env, capture_output=True, text=True, timeout=600,

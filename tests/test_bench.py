@@ -1,0 +1,60 @@
+"""`nox -s bench` runs for every tensor stage (tiny sizes: this checks that it works, not how fast)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from grader.bench import STAGES
+from shared.registry import ROOT
+
+
+def bench(*args: str) -> subprocess.CompletedProcess[str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("LLMFS_")}
+    env.update(PYTHONPATH=str(ROOT), NO_COLOR="1")
+    return subprocess.run([sys.executable, "-m", "grader.bench", *args], cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+
+
+TINY = ("--sizes", "8,32", "--batch", "2", "--d-model", "32", "--heads", "4", "--min-time", "0.01")
+
+
+@pytest.mark.parametrize("stage", STAGES)
+def test_bench_runs_on_the_solution(stage: str, tmp_path: Path) -> None:
+    out = tmp_path / "bench.json"
+    proc = bench(stage, "--version", "solution", *TINY, "--json", str(out))
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "ratio" in proc.stdout and "x |" in proc.stdout
+    rows = json.loads(out.read_text())["rows"]
+    assert {r["T"] for r in rows} == {8, 32}
+    for r in rows:
+        assert r["fwd_ms"] > 0 and r["ref_fb_ms"] > 0 and r["mem_mb"] is not None
+        assert r["flops_fb"] > 0 or stage == "1.5b"  # FlopCounterMode counts matmuls; LayerNorm has none
+    by_case: dict[str, dict[int, float]] = {}
+    for r in rows:
+        by_case.setdefault(r["case"], {})[r["T"]] = r["mem_mb"]
+    assert all(m[32] > m[8] for m in by_case.values()), by_case  # longer sequences need more memory
+
+
+def test_bench_on_the_untouched_skeleton_says_not_implemented() -> None:
+    proc = bench("1.4", *TINY)
+    assert proc.returncode == 1
+    assert "not implemented" in proc.stderr and "Traceback" not in proc.stderr
+    assert len(proc.stderr.strip().splitlines()) == 1
+
+
+@pytest.mark.parametrize("args", [["9.9"], ["1.4", "--sizes", "a,b"], ["1.4", "--device", "tpu"], ["1.4", "--device", "cuda"]])
+def test_bench_bad_input_is_one_line(args: list[str]) -> None:
+    if "cuda" in args:
+        pytest.importorskip("torch")
+        import torch
+
+        if torch.cuda.is_available():
+            pytest.skip("this machine has CUDA")
+    proc = bench(*args)
+    assert proc.returncode in (1, 2) and len(proc.stderr.strip().splitlines()) == 1, proc.stderr
+    assert "Traceback" not in proc.stderr
