@@ -170,11 +170,13 @@ def check_close(
     if g.dtype == bool or e.dtype == bool:
         bad = g != e
         if bad.any():
+            as_float = {k: (lambda v=v: as_numpy(v() if callable(v) else v).astype(np.float64)) for k, v in (mistakes or {}).items()}
+            name = named_mistake(g.astype(np.float64), as_float, atol=0.0, rtol=0.0)
             idx = tuple(int(i) for i in np.argwhere(bad)[0])
             fail(
                 f"{what}: {int(bad.sum())} of {bad.size} entries differ{src}\n"
                 f"  first at index {idx}: expected {e[idx]}, got {g[idx]}\n"
-                f"  expected: {_values(e, 12)}\n  got:      {_values(g, 12)}"
+                f"  expected: {_values(e, 12)}\n  got:      {_values(g, 12)}" + _mistake_line(name)
             )
         return
     nonfinite = ~np.isfinite(g) & np.isfinite(e)
