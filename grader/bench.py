@@ -271,14 +271,14 @@ def run(stage: str, device: str, dtype: str, sizes: list[int], batch: int, d_mod
         for T in sizes:
             x = torch.randn(batch, T, d_model, device=device, dtype=dt, requires_grad=True)
 
-            def fwd(m: Any, call: Callable[[Any, Any], Any]) -> Callable[[], Any]:
+            def fwd(m: Any, call: Callable[[Any, Any], Any], x: torch.Tensor = x) -> Callable[[], Any]:
                 def f() -> Any:
                     with torch.no_grad():
                         return call(m, x)
 
                 return f
 
-            def fb(m: Any, call: Callable[[Any, Any], Any]) -> Callable[[], Any]:
+            def fb(m: Any, call: Callable[[Any, Any], Any], x: torch.Tensor = x) -> Callable[[], Any]:
                 def f() -> None:
                     call(m, x).float().sum().backward()
                     m.zero_grad(set_to_none=True)

@@ -461,7 +461,7 @@ def run_scaler_step(torch: Any, device: str) -> tuple[bool, str]:
     scaler.step(opt)
     scaler.update()
     _sync(torch, device)
-    moved = any(not torch.equal(b, p.detach()) for b, p in zip(before, model.parameters()))
+    moved = any(not torch.equal(b, p.detach()) for b, p in zip(before, model.parameters(), strict=True))
     finite = all(bool(torch.isfinite(p).all()) for p in model.parameters())
     return moved and finite, f"fp16 step: loss {loss.item():.3f}, scale {scaler.get_scale():g}, parameters updated"
 
@@ -519,7 +519,8 @@ def run_sdpa(torch: Any, device: str, backend_name: str) -> tuple[str, str]:
                 q.to(device, dtype), k.to(device, dtype), v.to(device, dtype))
         _sync(torch, device)
     except RuntimeError as exc:
-        return "absent", f"does not run here ({one_line(exc)[:90]})"
+        reason = str(exc).strip().split(".")[0].splitlines()[0][:80] if str(exc).strip() else type(exc).__name__
+        return "absent", f"does not run on {device} {str(dtype).replace('torch.', '')} ({reason})"
     err = float((out.double().cpu() - expected).abs().max())
     ok = err < (1e-4 if dtype == torch.float32 else 1e-2)
     return ("pass" if ok else "fail"), f"{str(dtype).replace('torch.', '')}, max error {err:.1e}"
@@ -610,9 +611,8 @@ def _guarded(section: str, name: str, fn: Callable[[], Row | list[Row]]) -> Any:
                      "run `python -m torch.utils.collect_env` and compare with the lesson of stage 0.2")
     seconds = round(time.perf_counter() - start, 4)
     rows = result if isinstance(result, list) else [result]
-    for r in rows:
-        if not r.seconds:
-            r.seconds = seconds
+    if len(rows) == 1 and not rows[0].seconds:
+        rows[0].seconds = seconds
     return result
 
 
