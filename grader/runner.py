@@ -111,6 +111,9 @@ def _run_child(targets: Sequence[str], opts: RunOptions, deadline_s: float, work
     # Only the plugins grading needs: other installed plugins (hypothesis alone costs over a second
     # to import) neither slow grading down nor change its outcome.
     env["PYTEST_DISABLE_PLUGIN_AUTOLOAD"] = "1"
+    # The checks use tiny tensors: one CPU thread is faster (no pool start-up or contention) and
+    # makes results reproducible. A learner's own setting wins.
+    env.setdefault("OMP_NUM_THREADS", "1")
     if opts.timeout is not None:
         env["LLMFS_TIMEOUT"] = str(opts.timeout)
     env.update(opts.env)
