@@ -50,6 +50,9 @@ class GELU(nn.Module):
         # TODO(Task 2)
         raise NotImplementedError("Task 2: GELU.forward")
 
+    def extra_repr(self) -> str:  # given: what print(module) shows, e.g. GELU(approximate='tanh')
+        return f"approximate={self.approximate!r}"
+
 
 class FeedForward(nn.Module):
     """FFN(x) = Linear2(dropout(GELU(Linear1(x)))), applied to every position independently.

@@ -38,6 +38,9 @@ class LayerNorm(nn.Module):
         #   compute the variance as the mean of (x - mean)², then (x - mean) / sqrt(var + eps) * weight + bias.
         raise NotImplementedError("Task 1: LayerNorm.forward")
 
+    def extra_repr(self) -> str:  # given: what print(module) shows
+        return f"{self.normalized_shape}, eps={self.eps}"
+
 
 class SublayerConnection(nn.Module):
     """A residual connection around ``sublayer``, with LayerNorm before or after it.
