@@ -59,6 +59,7 @@ def main(stage_id: str, out_path: str) -> int:
                 del sys.modules[name]
             collector = _Collector()
             args = [str(stage.tests_dir), "-q", "-p", "no:cacheprovider", "--tb=no", "-rN", "--no-header",
+                    "-p", "no:unraisableexception", "-p", "no:threadexception",
                     "--rootdir", str(ROOT), "-c", str(ROOT / "pyproject.toml")]  # fmt: skip
             if m.check:
                 args += ["-k", m.check]
