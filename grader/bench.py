@@ -97,10 +97,12 @@ def cases(stage: str, d_model: int, n_heads: int) -> list[Case]:
         def ref() -> nn.Module:
             return nn.MultiheadAttention(d_model, n_heads, batch_first=True)
 
+        # Like for like: the explicit path materialises the (B, h, T, T) weights, as torch does when it
+        # returns them (need_weights=True, its default); the SDPA path against torch's fused path.
         out = [
-            Case("MultiHeadAttention", "nn.MultiheadAttention(batch_first=True)",
+            Case("MultiHeadAttention (explicit)", "nn.MultiheadAttention(batch_first=True), need_weights=True (its default)",
                  lambda: (impl.MultiHeadAttention(d_model, n_heads), ref()),
-                 lambda m, x: m(x)[0], lambda m, x: m(x, x, x, need_weights=False)[0])
+                 lambda m, x: m(x)[0], lambda m, x: m(x, x, x)[0])
         ]  # fmt: skip
         try:
             impl.MultiHeadAttention(d_model, n_heads, use_sdpa=True)
@@ -109,7 +111,7 @@ def cases(stage: str, d_model: int, n_heads: int) -> list[Case]:
         except TypeError:
             return out
         out.append(
-            Case("MultiHeadAttention (use_sdpa)", "nn.MultiheadAttention(batch_first=True)",
+            Case("MultiHeadAttention (use_sdpa)", "nn.MultiheadAttention(batch_first=True), need_weights=False (fused SDPA)",
                  lambda: (impl.MultiHeadAttention(d_model, n_heads, use_sdpa=True), ref()),
                  lambda m, x: m(x)[0], lambda m, x: m(x, x, x, need_weights=False)[0])
         )  # fmt: skip
