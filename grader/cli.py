@@ -52,6 +52,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", metavar="PATH", type=Path, help="write every check's outcome as JSON")
     p.add_argument("-k", dest="keyword", metavar="EXPR", help="only checks matching this pytest -k expression")
     p.add_argument("--timeout", type=float, metavar="SECONDS", help="time limit for every check (overrides the defaults)")
+    p.add_argument(
+        "--stage-timeout", type=float, metavar="SECONDS",
+        help="time limit for each stage as a whole, start-up included (overrides the defaults)",
+    )  # fmt: skip
     p.add_argument("--junit", metavar="PATH", type=Path, help="write JUnit XML (one testsuite per stage)")
     p.add_argument("--gradescope", metavar="PATH", type=Path, help="write Gradescope's results.json")
     p.add_argument(
@@ -166,8 +170,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             stages = select(args.stages)
         except UnknownStage as exc:
             raise UsageError(f"unknown stage {str(exc)!r}; valid stages: {_stage_list()} (or a prefix like 1.5, or 'all')") from None
-        if args.timeout is not None and args.timeout <= 0:
-            raise UsageError(f"--timeout must be positive, got {args.timeout:g}")
+        for flag in ("timeout", "stage_timeout"):
+            value = getattr(args, flag)
+            if value is not None and value <= 0:
+                raise UsageError(f"--{flag.replace('_', '-')} must be positive, got {value:g}")
         for flag in ("json", "junit", "gradescope"):
             path = getattr(args, flag)
             if path is not None and path.is_dir():
@@ -195,7 +201,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         folder = next(s for s in stages if s.id == sid).tests_dir.relative_to(ROOT)
         warnings.append(f"the course tests of stage {sid} were changed: its result is unofficial (`git checkout -- {folder}` restores them).")
     env_extra = _submission_env(args.submission) if args.submission else {}
-    opts = RunOptions(version=args.version, deps=args.deps, keyword=args.keyword, timeout=args.timeout, env=env_extra)
+    opts = RunOptions(
+        version=args.version, deps=args.deps, keyword=args.keyword, timeout=args.timeout,
+        stage_timeout=args.stage_timeout, env=env_extra,
+    )  # fmt: skip
     t0 = time.monotonic()
     try:
         results, env = run_stages(stages, opts)

@@ -104,6 +104,8 @@ def test_unknown_stage_is_one_line_exit_2(repo: Path) -> None:
         (["1.1", "--bogus"], "--bogus"),
         (["1.1", "--timeout", "-3"], "--timeout"),
         (["1.1", "--timeout", "soon"], "--timeout"),
+        (["1.1", "--stage-timeout", "0"], "--stage-timeout"),
+        (["1.1", "--submission"], "--submission"),
     ],
 )
 def test_bad_flags_are_one_line_exit_2(repo: Path, args: list[str], needle: str) -> None:
@@ -195,6 +197,37 @@ def test_infinite_loop_at_import_times_out(repo: Path) -> None:
     run = run_grader(repo, "1.1", "-k", FEW, "--timeout", "2")
     assert run.returncode == 1
     assert run.statuses() == {"timed out"}, [(c["status"], c["hint"]) for c in run.checks()]
+
+
+@pytest.mark.skipif(os.name != "posix", reason="blocks SIGALRM, a POSIX signal")
+def test_stage_limit_stops_a_hang_the_check_limit_cannot(repo: Path) -> None:
+    # A loop with SIGALRM blocked: pytest-timeout's signal never arrives; the stage's overall limit must act.
+    hang = (
+        "        import signal\n"
+        "        signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGALRM})\n"
+        "        while True:\n"
+        "            pass\n"
+    )
+    learner(repo, in_token_forward(SOLUTION, hang))
+    t0 = time.monotonic()
+    run = run_grader(repo, "1.1", "-k", TOKEN, "--timeout", "1", "--stage-timeout", "6")
+    assert time.monotonic() - t0 < 40
+    by = {c["name"].split(" ")[0]: c for c in run.checks()}
+    assert by["TokenEmbedding"]["status"] == "timed out", by
+    assert by["sinusoidal_table"]["status"] == "passed"
+    assert run.returncode == 1
+    no_traceback(run)
+
+
+def test_a_crash_in_one_stage_does_not_stop_the_others(repo: Path) -> None:
+    learner(repo, at_import(SOLUTION, "import os\nos._exit(0)\n"))
+    fill = stage_file(repo, "1.2", "solution").read_text()
+    stage_file(repo, "1.2", "skeleton").write_text(fill)
+    run = run_grader(repo, "1.1", "1.2")
+    assert run.statuses("1.1") <= {"crashed", "skipped"} and "crashed" in run.statuses("1.1")
+    assert run.statuses("1.2") == {"passed"}, [(c["name"], c["status"], c["hint"]) for c in run.checks("1.2")]
+    assert run.returncode == 1
+    learner(repo, SOLUTION)
 
 
 def test_os_exit_in_one_check_crashes_only_that_check(repo: Path) -> None:
