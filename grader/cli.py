@@ -112,7 +112,6 @@ def show_map(console: Any) -> int:
 
     from grader.report import _box
 
-    warning = ""
     try:
         data = progress.read()
     except progress.ProgressError as exc:
@@ -136,8 +135,6 @@ def show_map(console: Any) -> int:
             result += "   <- next"
         table.add_row(s.id, s.title, result)
     console.print(table)
-    if warning:
-        console.print(warning)
     if next_stage is None:
         console.print("Every stage passes. Try `nox -s grade -- all --deps mine` to grade it all on your own components.")
     else:

@@ -202,7 +202,7 @@ def check_close(
     where = f" at index {idx}" if idx else ""
     fail(
         f"{what}: values differ{src}\n"
-        f"  shape {g.shape}, got {describe(got)}\n"
+        f"  shapes: expected {e.shape}, got {describe(got)}\n"
         f"  largest difference {float(diff[idx]):.4g}{where}: expected {float(e[idx]):.6g}, got {float(g[idx]):.6g}\n"
         f"  {n_bad} of {diff.size} values outside atol={atol:g}, rtol={rtol:g}\n"
         f"  expected: {_values(e)}\n"
