@@ -403,7 +403,8 @@ def directional_gradcheck(head: torch.nn.Module, x: torch.Tensor, f, *, probes: 
 
     For random output weights r and a random direction u through (x, params), the autograd
     derivative of L = sum(r * f(x)) along u must equal the central difference
-    (L(+eps u) - L(-eps u)) / 2 eps. (Done by hand: torch's gradcheck costs a heavy first-use import.)
+    (L(+eps u) - L(-eps u)) / 2 eps. Written out so that a failure can say what broke; the check then
+    also runs torch.autograd.gradcheck itself on the input.
     """
     leaves = [x, *head.parameters()]
     with torch.no_grad():
@@ -447,7 +448,15 @@ def test_gradients_match_finite_differences(impl) -> None:
     head = impl.AttentionHead(4, 3, bias=True).double()
     x = torch.randn(2, 4, 4, dtype=torch.float64, requires_grad=True)
     kpm = padding(2, 4, [4, 3])
+    # Every parameter and x, by the directional test of gradcheck's fast mode (it names what broke) ...
     directional_gradcheck(head, x, lambda inp: head(inp, causal=True, key_padding_mask=kpm))
+    # ... then torch's own gradcheck with respect to the input, the trusted reference for gradients.
+    if not torch.autograd.gradcheck(
+        lambda inp: head(inp, causal=True, key_padding_mask=kpm), (x,), eps=1e-6, atol=1e-5, raise_exception=False
+    ):
+        fail("torch.autograd.gradcheck: the gradient of AttentionHead w.r.t. its input x differs from finite"
+             " differences (float64). Something in forward is not a differentiable torch op, or the gradient is cut"
+             " (.detach(), .data, torch.tensor(...) of an intermediate).")
 
 
 # ---------------------------------------------------------------- devices and precision
