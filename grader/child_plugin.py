@@ -135,12 +135,26 @@ def _strip_rewrite(message: str) -> str:
     return message.strip()
 
 
-def _classify(excinfo: pytest.ExceptionInfo[BaseException]) -> tuple[str, str]:
+def _raising_stage(exc: BaseException) -> str | None:
+    """The stage whose file raised ``exc`` (the innermost frame inside a stage folder), if any."""
+    found = None
+    for frame in traceback.extract_tb(exc.__traceback__):
+        stage = stage_of_path(frame.filename)
+        if stage is not None and "tests" not in Path(frame.filename).parts:
+            found = stage.id
+    return found
+
+
+def _classify(excinfo: pytest.ExceptionInfo[BaseException], stage: str | None = None) -> tuple[str, str]:
     exc = excinfo.value
     chain = _chain(exc)
     for e in chain:
         if isinstance(e, NotImplementedError):
             what = str(e).strip()
+            origin = _raising_stage(e)
+            if origin is not None and stage is not None and origin != stage:
+                # --deps mine: an earlier stage of the learner's own is not done yet.
+                what = f"stage {origin}, {what}" if what else f"stage {origin}"
             return "not implemented", f"not implemented yet ({what})" if what else "not implemented yet"
     text = str(exc)
     if type(exc).__name__ == "Failed" and text.startswith("Timeout"):
@@ -172,7 +186,8 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[Any]):  #
         rec["status"], rec["hint"] = "skipped", str(reason).removeprefix("Skipped: ")
     elif report.failed and rec["status"] in ("passed", "skipped"):
         if call.excinfo is not None:
-            status, hint = _classify(call.excinfo)
+            owner = stage_of_path(item.path)
+            status, hint = _classify(call.excinfo, owner.id if owner else None)
         else:
             status, hint = "failed", str(report.longrepr)[-400:]
         if call.when == "teardown" and status == "failed":

@@ -350,3 +350,13 @@ def test_started_from_another_directory(repo: Path, tmp_path: Path) -> None:
     )  # fmt: skip
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "2/2 points" in proc.stdout or "Total: 3/3" in proc.stdout or "all checks passed" in proc.stdout
+
+
+def test_deps_mine_names_the_unfinished_earlier_stage(repo: Path) -> None:
+    stage_file(repo, "1.4", "skeleton").write_text(stage_file(repo, "1.4", "solution").read_text())
+    run = run_grader(repo, "1.4", "--deps", "mine")
+    todo = [c for c in run.checks() if c["status"] == "not implemented"]
+    assert todo and all("stage 1.3" in c["hint"] for c in todo), [(c["name"], c["hint"]) for c in run.checks()]
+    assert "passed" in run.statuses(), "checks that do not use stage 1.3 still pass"
+    default = run_grader(repo, "1.4")  # --deps solution: the reference 1.3, so everything passes
+    assert default.returncode == 0
