@@ -32,3 +32,24 @@ MISTAKES = [
         "no scaling by sqrt(d_model)",
     ),
 ]
+
+MISTAKES += [
+    Mistake(
+        "1.1", "exponent uses the column index j",
+        "table[:, 1::2] = torch.cos(angles)  # odd columns: cos of the same frequency",
+        "table[:, 1::2] = torch.cos(pos * torch.exp(-math.log(10000.0) * (two_i + 1) / d_model))",
+        "exponent uses the column index j",
+    ),
+    Mistake(
+        "1.1", "token embeddings scaled by d_model",
+        "return self.embedding(ids) * math.sqrt(self.d_model)",
+        "return self.embedding(ids) * self.d_model",
+        "scaled by d_model instead of sqrt(d_model)",
+    ),
+    Mistake(
+        "1.1", "the table kept as a plain attribute",
+        'self.register_buffer("pe", sinusoidal_table(max_len, d_model))',
+        "self.pe = sinusoidal_table(max_len, d_model)",
+        "use self.register_buffer",
+    ),
+]
