@@ -95,7 +95,8 @@ def _kill(proc: subprocess.Popen[bytes]) -> None:
 def _run_child(targets: Sequence[str], opts: RunOptions, deadline_s: float, workdir: Path) -> _ChildRun:
     events_path = workdir / f"events-{time.monotonic_ns()}.jsonl"
     out_path = workdir / f"output-{time.monotonic_ns()}.txt"
-    env = dict(os.environ)
+    # Nothing inherited may change what is graded: only this run's own settings reach the child.
+    env = {k: v for k, v in os.environ.items() if not k.startswith("LLMFS_")}
     env.update(
         {
             "LLMFS_VERSION": opts.version,

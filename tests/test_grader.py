@@ -19,7 +19,8 @@ import pytest
 
 from tests.util import copy_repo, run_grader, stage_file
 
-SOLUTION = stage_file(Path(__file__).resolve().parents[1], "1.1", "solution").read_text()
+ROOT_DIR = Path(__file__).resolve().parents[1]
+SOLUTION = stage_file(ROOT_DIR, "1.1", "solution").read_text()
 FEW = "table_matches_formula or odd_d_model"  # two quick checks that both call sinusoidal_table
 TOKEN = "table_matches_formula or token_embedding"
 
@@ -360,3 +361,11 @@ def test_deps_mine_names_the_unfinished_earlier_stage(repo: Path) -> None:
     assert "passed" in run.statuses(), "checks that do not use stage 1.3 still pass"
     default = run_grader(repo, "1.4")  # --deps solution: the reference 1.3, so everything passes
     assert default.returncode == 0
+
+
+def test_inherited_loader_variables_cannot_change_what_is_graded(repo: Path) -> None:
+    learner(repo, (ROOT_DIR / "stages/1.1-positional-embeddings/skeleton/positional.py").read_text())
+    solution_dir = str(stage_file(repo, "1.1", "solution").parent)
+    run = run_grader(repo, "1.1", env={"LLMFS_IMPL_1_1": solution_dir, "LLMFS_VERSION": "solution"})
+    assert run.returncode == 1 and run.statuses("1.1") <= {"not implemented", "skipped"}
+    learner(repo, SOLUTION)
