@@ -157,6 +157,15 @@ def _submission_env(submission: Path) -> dict[str, str]:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """Run the grader; Ctrl-C at any moment ends it with one line and exit 130 (progress stays valid)."""
+    try:
+        return _main(argv)
+    except KeyboardInterrupt:
+        print("grade: interrupted; nothing was recorded for this run.", file=sys.stderr)
+        return EXIT_INTERRUPTED
+
+
+def _main(argv: Sequence[str] | None = None) -> int:
     console = make_console()
     err = make_console(sys.stderr)
     try:
@@ -203,11 +212,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         stage_timeout=args.stage_timeout, env=env_extra,
     )  # fmt: skip
     t0 = time.monotonic()
-    try:
-        results, env = run_stages(stages, opts)
-    except KeyboardInterrupt:
-        err.print("grade: interrupted; nothing was recorded for this run.", markup=False)
-        return EXIT_INTERRUPTED
+    results, env = run_stages(stages, opts)
     elapsed = time.monotonic() - t0
     for r in results:
         r.tests_modified = shared_changed or r.id in changed
