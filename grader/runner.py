@@ -36,6 +36,8 @@ class RunOptions:
     keyword: str | None = None  # pytest -k
     timeout: float | None = None  # overrides every check's time limit
     stage_timeout: float | None = None  # overrides every stage's overall limit (start-up included)
+    # pytest-timeout's method: "signal" interrupts the check (POSIX); "thread" ends the process (everywhere).
+    timeout_method: str = "signal" if hasattr(signal, "SIGALRM") else "thread"
     env: Mapping[str, str] = field(default_factory=dict)  # extra environment for the child (tests use LLMFS_IMPL_*)
 
 
@@ -127,7 +129,7 @@ def _run_child(targets: Sequence[str], opts: RunOptions, deadline_s: float, work
         "-q", "--tb=no", "--show-capture=no", "-rN", "--no-header",
         "--rootdir", str(ROOT), "-c", str(ROOT / "pyproject.toml"),
         "--import-mode=importlib",
-        "--timeout-method", "signal" if hasattr(signal, "SIGALRM") else "thread",
+        "--timeout-method", opts.timeout_method,
     ]  # fmt: skip
     if opts.keyword:
         cmd += ["-k", opts.keyword]
@@ -202,6 +204,7 @@ def run_stages(stages: Sequence[Stage], opts: RunOptions) -> tuple[list[StageRes
     env_info: dict[str, Any] | None = None
     checks: dict[str, CheckResult] = {}
     order: list[str] = []
+    limits: dict[str, float] = {}  # nodeid -> the check's own time limit
     with tempfile.TemporaryDirectory(prefix="llmfs-grade-") as tmp:
         workdir = Path(tmp)
         missing = [s for s in stages if not s.tests_dir.is_dir()]
@@ -238,6 +241,8 @@ def run_stages(stages: Sequence[Stage], opts: RunOptions) -> tuple[list[StageRes
                         status="pending", max_points=float(item.get("points", 1.0)),
                     )  # fmt: skip
                     order.append(item["nodeid"])
+                    if item.get("timeout"):
+                        limits[item["nodeid"]] = float(item["timeout"])
                 first = False
             for nodeid, ev in run.results.items():
                 c = checks.get(nodeid)
@@ -255,7 +260,10 @@ def run_stages(stages: Sequence[Stage], opts: RunOptions) -> tuple[list[StageRes
                 c = checks[culprit]
                 started = float(run.running.get("t", 0.0)) if run.running else 0.0
                 c.duration = max(0.0, time.time() - started) if started else 0.0
-                if run.returncode is None:
+                limit = limits.get(culprit)
+                if run.returncode is None or (limit is not None and c.duration >= 0.95 * limit):
+                    # Killed at the stage's deadline, or by pytest-timeout's thread method (Windows), which
+                    # ends the whole process when a check overruns.
                     c.status, c.hint = "timed out", "took longer than its time limit and was stopped: an infinite loop, or far too much work"
                 elif run.importing:
                     c.status = "crashed"

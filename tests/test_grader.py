@@ -369,3 +369,17 @@ def test_inherited_loader_variables_cannot_change_what_is_graded(repo: Path) -> 
     run = run_grader(repo, "1.1", env={"LLMFS_IMPL_1_1": solution_dir, "LLMFS_VERSION": "solution"})
     assert run.returncode == 1 and run.statuses("1.1") <= {"not implemented", "skipped"}
     learner(repo, SOLUTION)
+
+
+def test_thread_timeout_method_is_reported_as_timed_out(tmp_path: Path) -> None:
+    """Windows has no SIGALRM: pytest-timeout's thread method ends the process; the check is still 'timed out'."""
+    from grader.runner import RunOptions, run_stages
+    from shared.registry import BY_ID
+
+    (tmp_path / "positional.py").write_text(in_table(SOLUTION, "    while True:\n        pass\n"))
+    opts = RunOptions(version="solution", keyword=TOKEN, timeout=2, timeout_method="thread",
+                      env={"LLMFS_IMPL_1_1": str(tmp_path)})  # fmt: skip
+    (result,), _ = run_stages([BY_ID["1.1"]], opts)
+    by = {c.name.split(" ")[0]: c for c in result.checks}
+    assert by["sinusoidal_table"].status == "timed out", [(c.name, c.status, c.hint) for c in result.checks]
+    assert by["TokenEmbedding"].status == "passed"
