@@ -310,7 +310,7 @@ def run(stage: str, device: str, dtype: str, sizes: list[int], batch: int, d_mod
 def render(rows: list[Row], stage: str, device: str, dtype: str, header: str) -> None:
     from rich.table import Table
 
-    from grader.report import _box, make_console
+    from grader.report import make_console, table_box
 
     console = make_console()
     console.print(header)
@@ -319,7 +319,7 @@ def render(rows: list[Row], stage: str, device: str, dtype: str, header: str) ->
     for r in rows:
         by_case.setdefault(r.case, []).append(r)
     for case, case_rows in by_case.items():
-        table = Table(title=f"{case} vs {case_rows[0].extra['reference']}", title_justify="left", box=_box(console))
+        table = Table(title=f"{case} vs {case_rows[0].extra['reference']}", title_justify="left", box=table_box(console))
         for col in ("T", "fwd ms", "ref fwd ms", "fwd ratio", "fwd+bwd ms", "ref fwd+bwd ms", "fwd+bwd ratio",
                     "peak MB", "ref peak MB"):  # fmt: skip
             table.add_column(col, justify="right", no_wrap=True)

@@ -110,7 +110,7 @@ def show_map(console: Any) -> int:
     """The stage map: each stage's last result and the next one to do."""
     from rich.table import Table
 
-    from grader.report import _box
+    from grader.report import table_box
 
     try:
         data = progress.read()
@@ -119,7 +119,7 @@ def show_map(console: Any) -> int:
         console.print(f"grade: {exc}; moved it to {where} - grade a stage to start a new record.")
         return EXIT_USAGE
     stages = data["stages"]
-    table = Table(title="LLM from Scratch - stage map", title_justify="left", box=_box(console))
+    table = Table(title="LLM from Scratch - stage map", title_justify="left", box=table_box(console))
     table.add_column("stage", no_wrap=True)
     table.add_column("topic")
     table.add_column("your last result (skeleton)", no_wrap=True)

@@ -41,7 +41,7 @@ def make_console(file: Any = None) -> Console:
     )  # fmt: skip
 
 
-def _box(console: Console) -> box.Box:
+def table_box(console: Console) -> box.Box:
     return box.ROUNDED if console.is_terminal else box.ASCII
 
 
@@ -78,7 +78,7 @@ def stage_table(console: Console, r: StageResult, verbose: bool) -> None:
     title = f"Stage {r.id} - {r.title}"
     if r.tests_modified:
         title += "  [course tests modified: unofficial result]"
-    table = Table(title=escape(title), title_justify="left", box=_box(console), show_lines=False, expand=False)
+    table = Table(title=escape(title), title_justify="left", box=table_box(console), show_lines=False, expand=False)
     table.add_column("check", overflow="fold", max_width=90)
     table.add_column("status", no_wrap=True)
     table.add_column("points", justify="right", no_wrap=True)

@@ -32,7 +32,7 @@ import traceback
 from pathlib import Path
 from types import ModuleType
 
-from shared.registry import BY_ID, DEPS, VERSIONS, Stage
+from shared.registry import BY_ID, DEPS, ROOT, VERSIONS, Stage
 
 __all__ = ["LearnerCodeError", "current_version", "current_deps", "load", "load_dep", "module_path"]
 
@@ -140,8 +140,6 @@ def _import(stage_id: str, path: Path, tag: str) -> ModuleType:
 
 
 def _relative(path: Path) -> str:
-    from shared.registry import ROOT
-
     try:
         return str(path.relative_to(ROOT))
     except ValueError:

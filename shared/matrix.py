@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import contextlib
 import platform
-from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -93,21 +92,6 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("mps", None),
     Setting("mps", "float16"),
 )
-
-
-@contextlib.contextmanager
-def exact_float32() -> Iterator[None]:
-    """Turn TF32 off for reference computations on CUDA (it trades 13 bits of mantissa for speed)."""
-    if not torch.cuda.is_available():
-        yield
-        return
-    old = (torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32)
-    torch.backends.cuda.matmul.allow_tf32 = False
-    torch.backends.cudnn.allow_tf32 = False
-    try:
-        yield
-    finally:
-        torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = old
 
 
 def environment_summary() -> dict[str, Any]:

@@ -18,7 +18,6 @@ through untouched so that the grader reports "not implemented".
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -246,8 +245,3 @@ def expect_raises(
     fail(f"{what}: expected {names} to be raised, but it returned {describe(result)}")
     raise AssertionError("unreachable")
 
-
-def rel_error(got: Any, expected: Any) -> float:
-    """max |got - expected| / max(|expected|, tiny): a scale-free distance for messages."""
-    g, e = as_numpy(got), as_numpy(expected)
-    return float(np.max(np.abs(g - e)) / max(float(np.max(np.abs(e))), math.ulp(1.0)))
