@@ -58,7 +58,8 @@ class FeedForward(nn.Module):
     """FFN(x) = Linear2(dropout(GELU(Linear1(x)))), applied to every position independently.
 
     "Attention Is All You Need" §3.3 (with ReLU); GPT-2 and BERT use GELU. The hidden
-    width d_ff is 4 · d_model unless given.
+    width d_ff is 4 · d_model unless given. ``activation="relu"`` gives the paper's ReLU
+    (``nn.ReLU``) in place of the GELU; ``approximate`` then does not matter.
     """
 
     def __init__(
@@ -68,11 +69,13 @@ class FeedForward(nn.Module):
         dropout: float = 0.0,
         approximate: str = "none",
         bias: bool = True,
+        activation: str = "gelu",
     ) -> None:
         super().__init__()
         # TODO(Task 3): d_ff defaults to 4 * d_model. Make, with exactly these names (stage 1.6 uses them):
         #   self.linear1 = nn.Linear(d_model, d_ff, bias=bias)   self.activation = GELU(approximate)
         #   self.dropout = nn.Dropout(dropout)                   self.linear2 = nn.Linear(d_ff, d_model, bias=bias)
+        #   activation="relu": self.activation = nn.ReLU() instead; any other activation raises ValueError.
         raise NotImplementedError("Task 3: FeedForward.__init__")
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

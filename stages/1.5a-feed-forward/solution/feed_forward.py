@@ -56,7 +56,8 @@ class FeedForward(nn.Module):
     """FFN(x) = Linear2(dropout(GELU(Linear1(x)))), applied to every position independently.
 
     "Attention Is All You Need" §3.3 (with ReLU); GPT-2 and BERT use GELU. The hidden
-    width d_ff is 4 · d_model unless given.
+    width d_ff is 4 · d_model unless given. ``activation="relu"`` gives the paper's ReLU
+    (``nn.ReLU``) in place of the GELU; ``approximate`` then does not matter.
     """
 
     def __init__(
@@ -66,13 +67,16 @@ class FeedForward(nn.Module):
         dropout: float = 0.0,
         approximate: str = "none",
         bias: bool = True,
+        activation: str = "gelu",
     ) -> None:
         super().__init__()
+        if activation not in ("gelu", "relu"):
+            raise ValueError(f"activation must be 'gelu' or 'relu', got {activation!r}")
         d_ff = 4 * d_model if d_ff is None else d_ff
         self.d_model = d_model
         self.d_ff = d_ff
         self.linear1 = nn.Linear(d_model, d_ff, bias=bias)  # weight: (d_ff, d_model)
-        self.activation = GELU(approximate)
+        self.activation = GELU(approximate) if activation == "gelu" else nn.ReLU()
         self.dropout = nn.Dropout(dropout)
         self.linear2 = nn.Linear(d_ff, d_model, bias=bias)  # weight: (d_model, d_ff)
 

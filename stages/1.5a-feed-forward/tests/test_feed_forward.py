@@ -260,6 +260,33 @@ def test_ffn_tanh_option(impl) -> None:
     )
 
 
+def test_ffn_relu_option(impl) -> None:
+    """FeedForward(activation="relu") uses ReLU, the 2017 paper's activation; an unknown one raises ValueError"""
+    m = impl.FeedForward(d_model=8, d_ff=16, activation="relu").eval()
+    l1, l2 = linears(m)
+    x = torch.randn(2, 4, 8) * 3
+    with torch.no_grad():
+        expected = composed(x, l1, l2, torch.relu)
+        gelus = {
+            "activation not passed on: GELU used where activation='relu' was asked for": composed(x, l1, l2),
+            "activation not passed on: tanh GELU used where activation='relu' was asked for": (
+                composed(x, l1, l2, lambda h: F.gelu(h, approximate="tanh"))
+            ),
+        }
+    check_close(
+        m(x),
+        expected,
+        what="FeedForward(8, 16, activation='relu') on x of shape (2, 4, 8)",
+        atol=1e-5,
+        rtol=1e-4,
+        reference="F.linear(torch.relu(F.linear(x, W1, b1)), W2, b2) (Vaswani et al. 2017, eq. 2)",
+        mistakes=gelus,
+    )
+    expect_raises(
+        ValueError, impl.FeedForward, 8, 16, activation="swish", what="FeedForward(8, 16, activation='swish')"
+    )
+
+
 def test_ffn_default_expansion(impl) -> None:
     """d_ff defaults to 4·d_model: linear1 maps d_model -> 4·d_model and linear2 maps back"""
     d = 8
