@@ -3,15 +3,19 @@
     nox -s grade -- <stage>...   grade your work (see README "How grading works")
     nox -s doctor                check this machine: torch build, CUDA / MPS, autocast, profiler
     nox -s bench -- <stage>      time a stage's implementation against the torch reference
+    nox -s example -- <stage>    re-run a lesson's worked example (add --version solution for the reference)
     nox -s tests                 the course's own test suite (maintainers, CI)
     nox -s lint                  ruff, in its own virtual environment
 
-grade, doctor, bench and tests run in the *active* Python environment (python=False):
+grade, doctor, bench, example and tests run in the *active* Python environment (python=False):
 the environment being checked is yours, and torch is never reinstalled.
+Forgot the ``--``? ``nox -s grade 1.1`` makes nox look for a session named "1.1"
+("Sessions not found: 1.1"); write ``nox -s grade -- 1.1``, or ``python -m grader 1.1``.
 """
 
 from __future__ import annotations
 
+import logging
 import sys
 from pathlib import Path
 
@@ -20,6 +24,27 @@ import nox
 ROOT = Path(__file__).resolve().parent
 nox.options.sessions = ["grade"]
 nox.options.default_venv_backend = "venv"
+
+
+def _quiet_uv_probe() -> None:
+    """nox looks for the uv binary before every session, even one with python=False, and logs
+    "uv binary not found." when there is none. Run its (cached) probe once with nox's logger muted."""
+    try:
+        from nox.virtualenv import find_uv
+    except ImportError:  # an older nox: it probes (and logs) at import time, before this file is read
+        return
+    log = logging.getLogger("nox")
+    was = log.disabled
+    log.disabled = True
+    try:
+        find_uv()  # functools.cache: the session's own lookup reuses this result and logs nothing
+    except Exception:  # never let a probe stop a session; nox will probe (and log) again itself
+        pass
+    finally:
+        log.disabled = was
+
+
+_quiet_uv_probe()
 
 
 def _exit_with(code: int) -> None:
@@ -52,8 +77,17 @@ def bench(session: nox.Session) -> None:
 
 
 @nox.session(python=False)
+def example(session: nox.Session) -> None:
+    """Re-run a lesson's worked example: nox -s example -- <stage> [--version skeleton|solution]."""
+    sys.path.insert(0, str(ROOT))
+    from grader.example import main
+
+    _exit_with(main(session.posargs))
+
+
+@nox.session(python=False)
 def tests(session: nox.Session) -> None:
-    """The course's own test suite (what CI runs)."""
+    """The course's own test suite (what CI runs). Skeleton checks use the skeletons committed in HEAD."""
     session.run(
         sys.executable, "-m", "pytest", "-p", "pytest_timeout", *(session.posargs or ["tests"]),
         external=True, env={"PYTEST_DISABLE_PLUGIN_AUTOLOAD": "1"},

@@ -12,11 +12,12 @@ import pytest
 
 from grader.bench import STAGES
 from shared.registry import ROOT
+from tests.util import skeleton_env
 
 
-def bench(*args: str) -> subprocess.CompletedProcess[str]:
+def bench(*args: str, env_extra: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("LLMFS_")}
-    env.update(PYTHONPATH=str(ROOT), NO_COLOR="1")
+    env.update(PYTHONPATH=str(ROOT), NO_COLOR="1", **(env_extra or {}))
     return subprocess.run([sys.executable, "-m", "grader.bench", *args], cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
 
 
@@ -41,7 +42,7 @@ def test_bench_runs_on_the_solution(stage: str, tmp_path: Path) -> None:
 
 
 def test_bench_on_the_untouched_skeleton_says_not_implemented() -> None:
-    proc = bench("1.4", *TINY)
+    proc = bench("1.4", *TINY, env_extra=skeleton_env(["1.4"]))  # the committed skeleton, not a learner's
     assert proc.returncode == 1
     assert "not implemented" in proc.stderr and "Traceback" not in proc.stderr
     assert len(proc.stderr.strip().splitlines()) == 1

@@ -2,6 +2,9 @@
 passes every graded check, every untouched skeleton grades as "not implemented", a
 correct implementation in the skeleton's place gets full marks (also with --deps mine),
 and each lesson lists the mistakes its checks recognise.
+
+"Untouched skeleton" means the one committed in HEAD (``tests.util.skeleton_source``), so
+the suite passes on a learner's tree; the solutions, tests and grader are the working tree's.
 """
 
 from __future__ import annotations
@@ -9,7 +12,10 @@ from __future__ import annotations
 import importlib
 import importlib.util
 import inspect
+import os
 import pkgutil
+import shutil
+import subprocess
 import sys
 from pathlib import Path
 from types import ModuleType
@@ -19,8 +25,8 @@ import pytest
 import tests.mistakes
 from grader.results import StageResult
 from grader.runner import RunOptions, run_stages
-from shared.registry import STAGES, Stage
-from tests.util import copy_repo, fill_skeleton_with_solution, run_grader
+from shared.registry import ROOT, STAGES, Stage
+from tests.util import copy_repo, fill_skeleton_with_solution, run_grader, skeleton_env, skeleton_file, stage_file
 
 IDS = [s.id for s in STAGES]
 
@@ -33,7 +39,7 @@ def graded_solution() -> dict[str, StageResult]:
 
 @pytest.fixture(scope="module")
 def graded_skeleton() -> dict[str, StageResult]:
-    results, _ = run_stages(STAGES, RunOptions(version="skeleton"))
+    results, _ = run_stages(STAGES, RunOptions(version="skeleton", env=skeleton_env()))
     return {r.id: r for r in results}
 
 
@@ -51,7 +57,8 @@ def test_stage_folder_has_every_part(stage: Stage) -> None:
 
 def _load(stage: Stage, version: str) -> ModuleType:
     name = f"course_api_{stage.id.replace('.', '_')}_{version}"
-    spec = importlib.util.spec_from_file_location(name, stage.module_path(version))
+    path = skeleton_file(stage.id) if version == "skeleton" else stage.module_path(version)
+    spec = importlib.util.spec_from_file_location(name, path)
     assert spec and spec.loader
     module = importlib.util.module_from_spec(spec)
     sys.modules[name] = module
@@ -130,3 +137,76 @@ def test_lesson_lists_the_mistakes_its_checks_recognise(stage: Stage) -> None:
     lesson = (stage.folder / "README.md").read_text(encoding="utf-8").lower()
     missing = [m.hint for m in mistakes if m.hint.lower() not in lesson]
     assert not missing, f"{stage.folder.name}/README.md does not name these mistakes its checks recognise: {missing}"
+
+
+# ----------------------------------------------------------------------------- a learner's tree
+
+_SKELETON_CHECKS = [
+    "tests/test_course.py::test_untouched_skeleton_is_not_implemented_everywhere",
+    "tests/test_course.py::test_skeleton_and_solution_share_the_public_api",
+    "tests/test_bench.py::test_bench_on_the_untouched_skeleton_says_not_implemented",
+    "tests/test_grader.py::test_untouched_skeleton_not_implemented_exit_1",
+]
+
+
+def _pytest_in(repo: Path, *args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    full = {k: v for k, v in os.environ.items() if not k.startswith("LLMFS_")}
+    full.update(PYTHONPATH=str(repo), PYTEST_DISABLE_PLUGIN_AUTOLOAD="1", NO_COLOR="1", **(env or {}))
+    return subprocess.run([sys.executable, "-m", "pytest", "-p", "pytest_timeout", *args],
+                          cwd=repo, env=full, capture_output=True, text=True, timeout=600)  # fmt: skip
+
+
+def _learner_edits(repo: Path) -> None:
+    """What a learner's tree looks like a few stages in: one stage done, one half done, one with a helper."""
+    fill_skeleton_with_solution(repo, ["1.1", "1.3"])  # done (1.3 is what 1.4 builds on with --deps mine)
+    half = stage_file(repo, "1.4", "skeleton")
+    text = half.read_text(encoding="utf-8")
+    first_raise = text.index("raise NotImplementedError")
+    half.write_text(text[:first_raise] + "pass  # my work in progress\n" + " " * 8 + text[first_raise:], encoding="utf-8")
+    helper = stage_file(repo, "1.2", "skeleton")
+    helper.write_text(helper.read_text(encoding="utf-8") + "\n\ndef my_helper(x):\n    return x\n", encoding="utf-8")
+
+
+@pytest.mark.slow
+def test_skeleton_checks_pass_on_a_learners_tree(tmp_path: Path) -> None:
+    """A scratch clone at HEAD with this working tree's files on top, then a learner's edits to several skeletons:
+    the skeleton checks use the committed skeletons and pass; forced onto the working tree's, they fail."""
+    if _git_head(ROOT) is None:
+        pytest.skip("not a git checkout")
+    repo = tmp_path / "clone"
+    subprocess.run(["git", "clone", "-q", "--no-checkout", str(ROOT), str(repo)], check=True, capture_output=True, timeout=120)
+    subprocess.run(["git", "-C", str(repo), "checkout", "-q", "--detach", _git_head(ROOT)], check=True, capture_output=True, timeout=120)
+    listed = subprocess.run(["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"],
+                            cwd=ROOT, capture_output=True, check=True, timeout=60).stdout.decode()  # fmt: skip
+    for rel in filter(None, listed.split("\0")):  # the maintainer's uncommitted work travels: it is what is tested
+        src = ROOT / rel
+        if src.is_file():
+            (repo / rel).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(src, repo / rel)
+    for s in STAGES:  # ... but the skeletons are the committed ones, then the learner edits them
+        committed = skeleton_file(s.id)
+        shutil.copyfile(committed, stage_file(repo, s.id, "skeleton"))
+    _learner_edits(repo)
+
+    run = _pytest_in(repo, *_SKELETON_CHECKS)
+    assert run.returncode == 0, run.stdout[-4000:] + run.stderr[-2000:]
+    assert "skeletons committed in HEAD" in run.stdout
+
+    forced = _pytest_in(repo, *_SKELETON_CHECKS, "-x", env={"LLMFS_TEST_SKELETONS": "worktree"})
+    assert forced.returncode == 1, "the learner's edits should fail the checks when the working tree is graded:\n" + forced.stdout[-3000:]
+
+
+def test_outside_a_git_checkout_the_working_tree_is_tested_and_said_so(tmp_path: Path) -> None:
+    repo = copy_repo(tmp_path / "unzipped")  # no .git: a downloaded zip
+    run = _pytest_in(repo, "tests/test_course.py::test_stage_folder_has_every_part")
+    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-2000:]
+    lines = [ln for ln in run.stdout.splitlines() if "skeleton checks:" in ln]
+    assert lines == ["skeleton checks: not a git checkout, so the working tree's skeletons are tested"], run.stdout[:2000]
+
+
+def _git_head(repo: Path) -> str | None:
+    try:
+        out = subprocess.run(["git", "rev-parse", "--verify", "--quiet", "HEAD"], cwd=repo, capture_output=True, text=True, timeout=60)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return out.stdout.strip() if out.returncode == 0 and out.stdout.strip() else None

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.util import copy_repo, run_grader, stage_file
+from tests.util import copy_repo, run_grader, skeleton_file, stage_file
 
 ROOT_DIR = Path(__file__).resolve().parents[1]
 SOLUTION = stage_file(ROOT_DIR, "1.1", "solution").read_text()
@@ -82,7 +82,7 @@ def test_solution_passes_exit_0_and_json(repo: Path) -> None:
 
 
 def test_untouched_skeleton_not_implemented_exit_1(repo: Path) -> None:
-    learner(repo, (Path(__file__).resolve().parents[1] / "stages/1.1-positional-embeddings/skeleton/positional.py").read_text())
+    learner(repo, skeleton_file("1.1").read_text())
     run = run_grader(repo, "1.1")
     assert run.returncode == 1
     assert run.statuses("1.1") <= {"not implemented", "skipped"}
@@ -364,7 +364,7 @@ def test_deps_mine_names_the_unfinished_earlier_stage(repo: Path) -> None:
 
 
 def test_inherited_loader_variables_cannot_change_what_is_graded(repo: Path) -> None:
-    learner(repo, (ROOT_DIR / "stages/1.1-positional-embeddings/skeleton/positional.py").read_text())
+    learner(repo, skeleton_file("1.1").read_text())
     solution_dir = str(stage_file(repo, "1.1", "solution").parent)
     run = run_grader(repo, "1.1", env={"LLMFS_IMPL_1_1": solution_dir, "LLMFS_VERSION": "solution"})
     assert run.returncode == 1 and run.statuses("1.1") <= {"not implemented", "skipped"}

@@ -19,6 +19,7 @@ from pathlib import Path
 import pytest
 
 from shared.registry import BY_ID, ROOT
+from tests.util import restore_committed_skeletons
 
 STAGE = BY_ID["1.6"]
 _IGNORE = shutil.ignore_patterns("__pycache__", "*.pyc", ".pytest_cache")
@@ -44,6 +45,7 @@ def _scratch_repo(dest: Path, filled: list[str]) -> Path:
         shutil.copytree(ROOT / folder, dest / folder, ignore=_IGNORE)
     for name in ("conftest.py", "pyproject.toml"):
         shutil.copyfile(ROOT / name, dest / name)
+    restore_committed_skeletons(dest)  # the untouched skeletons, whatever a learner's tree holds
     for sid in filled:
         s = BY_ID[sid]
         rel = s.folder.relative_to(ROOT)
