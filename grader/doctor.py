@@ -2,7 +2,7 @@
 
 Usage::
 
-    python -m grader.doctor [--json PATH] [--compile]
+    python -m grader.doctor [--json PATH] [--compile] [--verbose]
 
 Checks the *active* environment (``nox -s doctor`` runs exactly this) and prints one row
 per check, each ``pass`` / ``warn`` / ``fail`` / ``absent`` with a one-line fix:
@@ -15,7 +15,11 @@ per check, each ``pass`` / ``warn`` / ``fail`` / ``absent`` with a one-line fix:
 - ``torch.compile`` (only with ``--compile``: it takes a while);
 - numpy, pytest, pytest-timeout, nox and rich against the ranges in ``requirements.txt``.
 
-``absent`` means "this machine does not have it" (no CUDA on a laptop): not an error.
+``absent`` means "this machine does not have it" (no CUDA on a laptop): not an error. A backend
+that is absent altogether (CUDA, MPS) is folded into one line ("CUDA: no device — 12 checks not
+run"); ``--verbose`` prints every row. The JSON always holds every row.
+The fix for a missing or mismatched torch is the exact command for this machine, from the
+README's "Install PyTorch" table (the one source of truth for which build to install).
 Exit status: 0 unless a ``fail`` row says something a stage needs is broken (1); 2 for bad flags.
 
 ``--json PATH`` writes the same report, atomically, as::
@@ -39,6 +43,7 @@ Each check runs guarded: an exception inside a check becomes that check's ``fail
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib
 import importlib.metadata
 import json
@@ -50,7 +55,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -63,11 +68,13 @@ STATUSES: tuple[str, ...] = ("pass", "warn", "fail", "absent")
 #: Packages the course needs besides torch (which has its own rows).
 PACKAGES: tuple[str, ...] = ("numpy", "pytest", "pytest-timeout", "nox", "rich")
 MIN_PYTHON: tuple[int, int] = (3, 10)
-#: CUDA wheel indexes on download.pytorch.org, newest first: (driver CUDA version needed, index tag).
-CUDA_WHEELS: tuple[tuple[tuple[int, int], str], ...] = (
-    ((13, 0), "cu130"), ((12, 8), "cu128"), ((12, 6), "cu126"), ((12, 4), "cu124"), ((12, 1), "cu121"),
-    ((11, 8), "cu118"),
-)
+#: The CUDA wheel indexes download.pytorch.org publishes for current torch releases (2.9 and later),
+#: newest first: (the driver's CUDA version they need, index tag). Keep in step with the README's
+#: "Install PyTorch" table; older indexes (cu124, cu121, cu118) stop at older torch versions.
+CUDA_WHEELS: tuple[tuple[tuple[int, int], str], ...] = (((13, 0), "cu130"), ((12, 8), "cu128"), ((12, 6), "cu126"))
+#: Where the README explains the choice.
+INSTALL_DOCS = 'README "Install PyTorch"'
+WHEEL_INDEX = "https://download.pytorch.org/whl"
 SCHEMA = 1
 
 
@@ -235,23 +242,61 @@ def driver_cuda_version() -> tuple[int, int] | None:
     return (int(m.group(1)), int(m.group(2))) if m else None
 
 
-def cuda_wheel_index(driver: tuple[int, int] | None) -> str:
-    """The download.pytorch.org index for the newest CUDA wheel this driver can run (cu128 when unknown)."""
+def cuda_wheel_index(driver: tuple[int, int] | None) -> str | None:
+    """The download.pytorch.org index for the newest CUDA wheel this driver can run (cu128 when unknown);
+    None when the driver is older than every published CUDA wheel needs."""
     tag = "cu128"
     if driver is not None:
-        tag = next((t for need, t in CUDA_WHEELS if driver >= need), CUDA_WHEELS[-1][1])
-    return f"https://download.pytorch.org/whl/{tag}"
+        found = next((t for need, t in CUDA_WHEELS if driver >= need), None)
+        if found is None:
+            return None
+        tag = found
+    return f"{WHEEL_INDEX}/{tag}"
 
 
 def pip_fix_for_cuda(driver: tuple[int, int] | None) -> str:
-    return (f"python -m pip install --force-reinstall torch --index-url {cuda_wheel_index(driver)}"
-            "  (check the index against https://pytorch.org/get-started/locally/)")
+    index = cuda_wheel_index(driver)
+    if index is None:
+        assert driver is not None
+        need = ".".join(map(str, CUDA_WHEELS[-1][0]))
+        return (f"your NVIDIA driver supports CUDA {driver[0]}.{driver[1]}; current torch wheels need {need}+:"
+                f" update the driver, then python -m pip install --force-reinstall torch --index-url"
+                f" {WHEEL_INDEX}/{CUDA_WHEELS[-1][1]}  (see {INSTALL_DOCS})")
+    return f"python -m pip install --force-reinstall torch --index-url {index}  (see {INSTALL_DOCS})"
+
+
+def install_command(system: str | None = None, machine: str | None = None, nvidia: bool | None = None,
+                    driver: tuple[int, int] | None = None) -> str:  # fmt: skip
+    """The exact command that installs the right torch build on this machine (README "Install PyTorch").
+
+    Linux / Windows with an NVIDIA GPU: the newest CUDA index the driver runs. Linux without one: the
+    CPU-only index (PyPI's default Linux wheel is the multi-GB CUDA build). Windows without one and
+    Apple silicon: the default wheel. Intel macOS: no torch >= 2.4 wheels exist, so there is no command.
+    """
+    system = system or platform.system()
+    machine = (machine or platform.machine()).lower()
+    if nvidia is None:
+        nvidia = nvidia_gpu_visible()
+        driver = driver or (driver_cuda_version() if nvidia else None)
+    if system == "Darwin":
+        if machine in ("x86_64", "amd64", "i386"):
+            return ("none: torch >= 2.4 has no Intel-macOS wheels. Use Linux (a VM, Docker or a cloud notebook)"
+                    f" with the CPU-only build, or an Apple-silicon Mac  (see {INSTALL_DOCS})")
+        return "python -m pip install torch"
+    if nvidia:
+        index = cuda_wheel_index(driver)
+        if index is None:
+            return pip_fix_for_cuda(driver)
+        return f"python -m pip install torch --index-url {index}"
+    if system == "Windows":
+        return "python -m pip install torch"
+    return f"python -m pip install torch --index-url {WHEEL_INDEX}/cpu"
 
 
 def check_torch(ctx: Context) -> list[Row]:
     if ctx.torch is None:
         return [Row("PyTorch", "torch imports", "fail", ctx.torch_error or "not installed",
-                    "python -m pip install torch  (CUDA builds: see https://pytorch.org/get-started/locally/)")]
+                    f"{install_command()}  (then python -m pip install -r requirements.txt; see {INSTALL_DOCS})")]
     torch = ctx.torch
     spec = ctx.requirements.get("torch", "")
     ver = torch.__version__
@@ -262,6 +307,7 @@ def check_torch(ctx: Context) -> list[Row]:
     else:
         rows.append(Row("PyTorch", "torch version", "pass", ver + (f" (needs {spec})" if spec else "")))
     rows.append(torch_build_row(torch, nvidia_gpu_visible()))
+    rows.append(Row("PyTorch", "build for this machine", "pass", install_command()))
     return rows
 
 
@@ -331,11 +377,26 @@ def check_cuda(ctx: Context) -> list[Row]:
         ok, info = run_matmul(torch, dev)
         rows.append(Row("CUDA", f"{dev} kernel run", "pass" if ok else "fail", f"128x128 matmul: {info}",
                         "" if ok else "the GPU computes wrong results: update the driver, check `nvidia-smi`"))
-    tf32_detail = f"matmul allow_tf32={tf32}, float32_matmul_precision={prec!r}"
-    if not tf32 and any(torch.cuda.get_device_capability(i)[0] >= 8 for i in range(torch.cuda.device_count())):
-        tf32_detail += " (off: exact float32; torch.set_float32_matmul_precision('high') trades 13 mantissa bits for speed)"
-    rows.append(Row("CUDA", "TF32", "pass", tf32_detail))
     return rows
+
+
+def check_tf32(ctx: Context) -> list[Row]:
+    """TF32: whether float32 matmuls and convolutions on CUDA may round their inputs to 10 mantissa bits."""
+    torch = ctx.torch
+    if not torch.cuda.is_available():
+        return [Row("CUDA", "TF32", "absent", "no CUDA device")]
+    matmul = torch.backends.cuda.matmul.allow_tf32
+    cudnn = torch.backends.cudnn.allow_tf32
+    prec = torch.get_float32_matmul_precision()
+    ampere = any(torch.cuda.get_device_capability(i)[0] >= 8 for i in range(torch.cuda.device_count()))
+    detail = f"float32_matmul_precision={prec!r} (matmul allow_tf32={matmul}), cudnn allow_tf32={cudnn}"
+    if not ampere:
+        detail += "; this GPU has no TF32 (before compute capability 8.0): float32 is exact"
+    elif not matmul:
+        detail += "; matmuls exact float32 (torch.set_float32_matmul_precision('high') trades 13 mantissa bits for speed)"
+    else:
+        detail += "; float32 matmuls run in TF32: ~1e-3 relative error, compare with a float32 tolerance that allows it"
+    return [Row("CUDA", "TF32", "pass", detail)]
 
 
 def check_cudnn(ctx: Context) -> list[Row]:
@@ -366,7 +427,8 @@ def check_mps(ctx: Context) -> list[Row]:
     built = bool(mps is not None and mps.is_built())
     if not built:
         return [Row("MPS", "Apple MPS", "warn", f"macOS {mac}, but this torch build has no MPS",
-                    "python -m pip install --force-reinstall torch  (the standard macOS arm64 wheel has MPS)")]
+                    "python -m pip install --force-reinstall torch  (the standard macOS arm64 wheel has MPS; a Python"
+                    " running under Rosetta gets Intel wheels: use an arm64 Python)")]
     if not mps.is_available():
         return [Row("MPS", "Apple MPS", "absent", f"macOS {mac} {platform.machine()}: built with MPS, but no usable"
                                                   " device (Intel Mac, or macOS too old)")]
@@ -559,6 +621,37 @@ def _fast_profiler(torch: Any) -> None:
         pp.hasattr = lambda obj, name: False if (obj is torch and name == "_inductor") else builtins.hasattr(obj, name)
 
 
+class _Captured:
+    text: str = ""
+
+
+@contextlib.contextmanager
+def native_stderr_captured() -> Iterator[_Captured]:
+    """Redirect file descriptor 2 (what C++ code writes to, below Python's sys.stderr) to a temporary
+    file for the duration; the captured text is kept, not printed. Falls back to doing nothing when
+    fd 2 cannot be duplicated (an embedded interpreter)."""
+    captured = _Captured()
+    try:
+        sys.stderr.flush()
+        saved = os.dup(2)
+    except (OSError, ValueError, AttributeError):
+        yield captured
+        return
+    with tempfile.TemporaryFile(mode="w+b") as sink:
+        os.dup2(sink.fileno(), 2)
+        try:
+            yield captured
+        finally:
+            try:
+                sys.stderr.flush()
+            except (OSError, ValueError):
+                pass
+            os.dup2(saved, 2)
+            os.close(saved)
+            sink.seek(0)
+            captured.text = sink.read().decode("utf-8", "replace")
+
+
 def check_profiler(ctx: Context) -> list[Row]:
     torch = ctx.torch
     from torch.profiler import ProfilerActivity, profile
@@ -567,13 +660,18 @@ def check_profiler(ctx: Context) -> list[Row]:
     device = "cuda" if torch.cuda.is_available() else "cpu"
     activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device == "cuda" else [])
     a = torch.randn(64, 64, device=device)
-    with profile(activities=activities) as prof:
-        (a @ a).relu()
-        _sync(torch, device)
-    names = {e.key for e in prof.key_averages()}
+    with native_stderr_captured() as noise:  # the profiler's native code logs to fd 2 (USDT:... profiler_start)
+        with profile(activities=activities) as prof:
+            (a @ a).relu()
+            _sync(torch, device)
+        names = {e.key for e in prof.key_averages()}
+    if not names and noise.text.strip():
+        names_detail = f"; the profiler said: {noise.text.strip().splitlines()[-1][:120]}"
+    else:
+        names_detail = ""
     ok = bool(names & {"aten::mm", "aten::matmul"})
     return [Row("Profiler", f"torch.profiler ({device})", "pass" if ok else "fail",
-                f"{len(names)} operators recorded" + ("" if ok else "; aten::mm missing"),
+                f"{len(names)} operators recorded" + ("" if ok else "; aten::mm missing" + names_detail),
                 "" if ok else "upgrade torch (python -m pip install --upgrade torch)")]
 
 
@@ -620,6 +718,7 @@ CHECKS: tuple[tuple[str, str, Callable[[Context], list[Row]], bool], ...] = (
     # (section, name for a crash row, check, needs torch)
     ("CUDA", "CUDA", check_cuda, True),
     ("CUDA", "cuDNN", check_cudnn, True),
+    ("CUDA", "TF32", check_tf32, True),
     ("MPS", "Apple MPS", check_mps, True),
     ("Autocast", "autocast", check_autocast, True),
     ("GradScaler", "GradScaler", check_grad_scaler, True),
@@ -696,6 +795,36 @@ def write_json_atomic(path: Path, data: dict[str, Any]) -> None:
 # ---------------------------------------------------------------- output
 
 STYLE = {"pass": "green", "warn": "yellow", "fail": "bold red", "absent": "dim"}
+#: Each backend's device row: when it is absent, every absent row of that backend folds into one line.
+BACKEND_ROWS: dict[str, str] = {"CUDA": "CUDA devices", "MPS": "Apple MPS"}
+
+
+def backend_of(row: Row) -> str | None:
+    """Which device backend a row checks: "CUDA" (cuDNN and TF32 too), "MPS", or None (CPU, packages, ...)."""
+    words = row.check.lower().split()
+    if row.section == "CUDA" or "cuda" in words or any(w.startswith("cuda:") for w in words):
+        return "CUDA"
+    if row.section == "MPS" or "mps" in words:
+        return "MPS"
+    return None
+
+
+def displayed_rows(rows: list[Row], verbose: bool = False) -> list[Row]:
+    """The rows to print: every row with ``verbose``; otherwise the absent rows of a backend with no device
+    become one row in its place ("CUDA: no device (...) — 10 checks not run")."""
+    if verbose:
+        return list(rows)
+    absent = {b for b, name in BACKEND_ROWS.items() if any(r.check == name and r.status == "absent" for r in rows)}
+    folded = {b: [r for r in rows if r.status == "absent" and backend_of(r) == b] for b in absent}
+    out: list[Row] = []
+    for r in rows:
+        b = backend_of(r)
+        if b not in absent or r.status != "absent":
+            out.append(r)
+        elif r.check == BACKEND_ROWS[b]:
+            n = len(folded[b])
+            out.append(Row(r.section, b, "absent", f"no device: {r.detail} — {n} checks not run (--verbose lists them)"))
+    return out
 
 
 def render_plain(rows: list[Row]) -> str:
@@ -718,14 +847,14 @@ def summary_line(rows: list[Row]) -> str:
     return f"{counts['pass']} pass, {counts['warn']} warn, {counts['fail']} fail, {counts['absent']} absent — {verdict}"
 
 
-def render_rich(rows: list[Row], rich: ModuleType) -> None:
+def render_rich(rows: list[Row], rich: ModuleType, verbose: bool = False) -> None:
     from rich.console import Console
     from rich.table import Table
 
     table = Table(title="llm-from-scratch doctor", show_lines=False)
     for col in ("section", "check", "status", "detail / fix"):
         table.add_column(col, overflow="fold")
-    for r in rows:
+    for r in displayed_rows(rows, verbose):
         text = r.detail + (f"\n[bold]fix:[/bold] {r.fix}" if r.fix else "")
         table.add_row(r.section, r.check, f"[{STYLE[r.status]}]{r.status}[/]", text)
     console = Console()
@@ -733,16 +862,16 @@ def render_rich(rows: list[Row], rich: ModuleType) -> None:
     console.print(summary_line(rows))
 
 
-def print_report(rows: list[Row]) -> None:
+def print_report(rows: list[Row], verbose: bool = False) -> None:
     if sys.stdout.isatty():
         try:
             import rich
 
-            render_rich(rows, rich)
+            render_rich(rows, rich, verbose)
             return
         except ImportError:
             pass
-    print(render_plain(rows))
+    print(render_plain(displayed_rows(rows, verbose)))
     print(summary_line(rows))
 
 
@@ -752,7 +881,7 @@ def print_report(rows: list[Row]) -> None:
 class _Parser(argparse.ArgumentParser):
     def error(self, message: str) -> None:  # type: ignore[override]
         """Bad flags: one line, exit status 2."""
-        sys.stderr.write(f"doctor: {message} (usage: python -m grader.doctor [--json PATH] [--compile])\n")
+        sys.stderr.write(f"doctor: {message} (usage: python -m grader.doctor [--json PATH] [--compile] [--verbose])\n")
         raise SystemExit(2)
 
 
@@ -760,6 +889,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = _Parser(prog="python -m grader.doctor", description="Check that this Python environment is ready for the course.")
     p.add_argument("--json", metavar="PATH", type=Path, help="also write the report as JSON to PATH (atomically)")
     p.add_argument("--compile", action="store_true", help="also try torch.compile (slow)")
+    p.add_argument("--verbose", "-v", action="store_true", help="one row per check, absent devices' checks too")
     return p.parse_args(argv)
 
 
@@ -767,7 +897,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     ctx = load_context(args.compile)
     rows = run_checks(ctx)
-    print_report(rows)
+    print_report(rows, args.verbose)
     if args.json is not None:
         try:
             write_json_atomic(args.json, report(rows, getattr(ctx.torch, "__version__", None)))

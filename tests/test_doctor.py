@@ -114,11 +114,14 @@ def _fake_torch(cuda_build: str | None, cuda_available: bool = False, mps_built:
 
 
 def test_cpu_build_with_nvidia_gpu_warns_with_the_pip_fix(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(doctor, "driver_cuda_version", lambda: (12, 4))
+    monkeypatch.setattr(doctor, "driver_cuda_version", lambda: (12, 8))
     row = doctor.torch_build_row(_fake_torch(None), nvidia_visible=True)
     assert row.status == "warn"
     assert "CPU-only build" in row.detail and "NVIDIA" in row.detail
-    assert "pip install --force-reinstall torch --index-url https://download.pytorch.org/whl/cu124" in row.fix
+    assert "pip install --force-reinstall torch --index-url https://download.pytorch.org/whl/cu128" in row.fix
+    monkeypatch.setattr(doctor, "driver_cuda_version", lambda: (12, 4))  # older than every current CUDA wheel
+    old = doctor.torch_build_row(_fake_torch(None), nvidia_visible=True)
+    assert "update the driver" in old.fix and "CUDA 12.4" in old.fix
 
 
 def test_nvidia_visible_via_nvidia_smi_or_proc(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
@@ -140,8 +143,82 @@ def test_cuda_wheel_index_follows_the_driver() -> None:
     assert doctor.cuda_wheel_index((12, 9)).endswith("/cu128")
     assert doctor.cuda_wheel_index((12, 6)).endswith("/cu126")
     assert doctor.cuda_wheel_index((13, 1)).endswith("/cu130")
-    assert doctor.cuda_wheel_index((11, 0)).endswith("/cu118")
+    assert doctor.cuda_wheel_index((11, 8)) is None  # no current torch wheel runs on it: update the driver
     assert doctor.cuda_wheel_index(None).endswith("/cu128")
+
+
+def test_the_cuda_indexes_are_the_readmes() -> None:
+    """One source of truth: every CUDA index the doctor can suggest is in the README's install table, and back."""
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    table = readme[readme.index("## Install PyTorch"):].split("\n## ", 1)[0]
+    import re
+
+    in_readme = set(re.findall(r"download\.pytorch\.org/whl/(cu\d+)", table))
+    assert in_readme == {tag for _, tag in doctor.CUDA_WHEELS}, in_readme
+
+
+@pytest.mark.parametrize(
+    ("system", "machine", "nvidia", "driver", "expected"),
+    [
+        ("Linux", "x86_64", False, None, "python -m pip install torch --index-url https://download.pytorch.org/whl/cpu"),
+        ("Linux", "x86_64", True, (13, 0), "python -m pip install torch --index-url https://download.pytorch.org/whl/cu130"),
+        ("Windows", "AMD64", True, (12, 6), "python -m pip install torch --index-url https://download.pytorch.org/whl/cu126"),
+        ("Windows", "AMD64", False, None, "python -m pip install torch"),
+        ("Darwin", "arm64", False, None, "python -m pip install torch"),
+        ("Darwin", "x86_64", False, None, "none: torch >= 2.4 has no Intel-macOS wheels"),
+    ],
+)  # fmt: skip
+def test_install_command_fits_the_machine(system: str, machine: str, nvidia: bool, driver: Any, expected: str) -> None:
+    assert doctor.install_command(system, machine, nvidia, driver).startswith(expected)
+
+
+def test_missing_torch_gets_this_machines_command(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(doctor, "install_command", lambda: "python -m pip install torch --index-url X")
+    (row,) = doctor.check_torch(doctor.Context(torch=None, torch_error="import torch failed: No module named 'torch'"))
+    assert row.status == "fail" and row.fix.startswith("python -m pip install torch --index-url X")
+    assert "requirements.txt" in row.fix and "Install PyTorch" in row.fix
+
+
+def test_absent_backends_fold_into_one_line_and_verbose_lists_them() -> None:
+    rows = [
+        doctor.Row("CUDA", "CUDA devices", "absent", "CPU-only PyTorch build"),
+        doctor.Row("CUDA", "TF32", "absent", "no CUDA device"),
+        doctor.Row("Autocast", "autocast cpu bfloat16", "pass", "ok"),
+        doctor.Row("Autocast", "autocast cuda float16", "absent", "no CUDA device"),
+        doctor.Row("Attention", "SDPA cpu efficient_attention", "absent", "does not run on cpu"),
+        doctor.Row("MPS", "Apple MPS", "pass", "built and available"),
+        doctor.Row("Autocast", "autocast mps bfloat16", "absent", "bf16 on MPS needs macOS 14+"),
+    ]
+    shown = doctor.displayed_rows(rows)
+    assert [r.check for r in shown] == ["CUDA", "autocast cpu bfloat16", "SDPA cpu efficient_attention", "Apple MPS",
+                                        "autocast mps bfloat16"]  # fmt: skip
+    assert shown[0].detail == "no device: CPU-only PyTorch build — 3 checks not run (--verbose lists them)"
+    assert doctor.displayed_rows(rows, verbose=True) == rows
+
+
+def test_native_stderr_is_captured() -> None:
+    code = (
+        "import os, sys; from grader.doctor import native_stderr_captured\n"
+        "with native_stderr_captured() as c:\n    os.write(2, b'USDT: profiler_start\\n')\n"
+        "print(repr(c.text)); os.write(2, b'after\\n')\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=60,
+                          env={**os.environ, "PYTHONPATH": str(ROOT)})  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == repr("USDT: profiler_start\n") and proc.stderr == "after\n"
+
+
+def test_the_real_run_is_quiet_and_folded(real_run: tuple[subprocess.CompletedProcess[str], dict[str, Any]]) -> None:
+    import torch
+
+    proc, data = real_run
+    assert "USDT" not in proc.stderr + proc.stdout and "profiler_start" not in proc.stderr + proc.stdout
+    assert any(r["check"] == "TF32" for r in data["rows"])
+    assert any(r["check"] == "build for this machine" and "pip install torch" in r["detail"] or "none:" in r["detail"]
+               for r in data["rows"])  # fmt: skip
+    if not torch.cuda.is_available():
+        assert "  absent  CUDA " in proc.stdout and "checks not run (--verbose lists them)" in proc.stdout
+        assert "autocast cuda float16" not in proc.stdout
 
 
 def test_missing_package_fails_with_install_command(monkeypatch: pytest.MonkeyPatch) -> None:
