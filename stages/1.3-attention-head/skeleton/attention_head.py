@@ -46,7 +46,8 @@ def attention(
         k: (..., Tk, d_k) keys.
         v: (..., Tk, d_v) values.
         mask: bool, broadcastable to (..., Tq, Tk); True = blocked. A query row whose keys
-            are all blocked gets weights all zero and an output of zeros (never NaN).
+            are all blocked gets weights all zero and an output of zeros, never NaN (the
+            fully-masked rule of stage 1.2).
         dropout: applied to the attention weights (e.g. an ``nn.Dropout``), or None.
     Returns:
         (out, weights): out (..., Tq, d_v); weights (..., Tq, Tk), the weights actually
@@ -56,8 +57,10 @@ def attention(
     #   1. scores = q k^T / sqrt(d_k)                  -> (..., Tq, Tk)   (k.transpose(-2, -1))
     #   2. blocked scores become -inf                   (scores.masked_fill(mask, float("-inf")))
     #   3. softmax over the KEY axis (the last one), so each query's weights sum to 1
-    #   4. rows whose keys were all blocked are NaN now: set their weights to 0
-    #      (mask.all(dim=-1, keepdim=True) finds them; use masked_fill, not in-place assignment)
+    #   4. the fully-masked rule (stage 1.2): a query whose keys are ALL blocked gets weights 0 and no NaN.
+    #      empty = mask.all(dim=-1, keepdim=True) finds those rows; their softmax came out 0/0 = NaN, so
+    #      weights.masked_fill(empty, 0.0) (not in place: autograd needs the softmax's output). Exact here,
+    #      gradients included, because every score of such a row was masked_fill'ed in step 2.
     #   5. dropout on the weights (if given), then out = weights @ v
     raise NotImplementedError("Task 2: attention")
 

@@ -93,7 +93,9 @@ class MultiHeadAttention(nn.Module):
     attention weights, training mode only). ``use_sdpa=True`` runs the attention itself through
     ``torch.nn.functional.scaled_dot_product_attention`` whenever the weights are not requested.
 
-    A query whose keys are all blocked gets an output of zeros and weights all zero (never NaN).
+    A query whose keys are all blocked (the fully-masked rule of stage 1.2) gets weights all zero and an
+    attention output of zeros before ``out_proj``, so its row of ``out`` is ``out_proj.bias`` (zeros when
+    ``bias=False``); never NaN, in the output or the gradients.
     """
 
     def __init__(
