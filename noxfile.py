@@ -4,6 +4,7 @@
     nox -s doctor                check this machine: torch build, CUDA / MPS, autocast, profiler
     nox -s bench -- <stage>      time a stage's implementation against the torch reference
     nox -s example -- <stage>    re-run a lesson's worked example (add --version solution for the reference)
+    nox -s show -- <stage>       draw a stage's figures from your code, beside the reference's
     nox -s tests                 the course's own test suite (maintainers, CI)
     nox -s lint                  ruff, in its own virtual environment
 
@@ -81,6 +82,15 @@ def example(session: nox.Session) -> None:
     """Re-run a lesson's worked example: nox -s example -- <stage> [--version skeleton|solution]."""
     sys.path.insert(0, str(ROOT))
     from grader.example import main
+
+    _exit_with(main(session.posargs))
+
+
+@nox.session(python=False)
+def show(session: nox.Session) -> None:
+    """Draw a stage's figures from your code beside the reference's: nox -s show -- <stage>... [--version ...] [--out DIR] [--open]."""
+    sys.path.insert(0, str(ROOT))
+    from grader.show import main  # in-process, like grade: the exit status (2 for usage) comes through as it is
 
     _exit_with(main(session.posargs))
 

@@ -451,9 +451,15 @@ def main(argv: Sequence[str]) -> int:
     version = "solution" if (args.update_lessons or args.check_lessons) else args.version
     os.environ["LLMFS_VERSION"] = version  # shared.loader reads it: the same loading as the grader's
     os.environ["LLMFS_DEPS"] = "solution"  # earlier stages: the reference ones, as graded by default
+    import logging
+
+    for noisy in ("matplotlib", "PIL"):  # under nox the root logger is at DEBUG: keep their chatter out
+        logging.getLogger(noisy).setLevel(logging.WARNING)
     import matplotlib
 
     matplotlib.use("Agg")  # no display needed: works headless and over SSH
+    with contextlib.suppress(ImportError):
+        import torch  # noqa: F401  # once, up front: the per-stage times below are the stages' own work
     ok = True
     try:
         if args.check_lessons:
