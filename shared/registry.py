@@ -61,6 +61,7 @@ STAGES: tuple[Stage, ...] = (
         deps=("1.1", "1.4", "1.5a", "1.5b"),
         stage_timeout=420.0,
     ),
+    Stage("2.1", "tokenizer", "Byte-level BPE: train, encode, decode, special tokens", "tokenizer"),
     Stage("2.3", "pretraining", "Pretraining: batches, AdamW groups, schedule, clipping, AMP, checkpoints", "pretraining", deps=("2.1", "2.2", "0.2")),
 )
 
