@@ -20,30 +20,32 @@ from shared.registry import ROOT, STAGES, Stage
 HASHES = ROOT / "grader" / "test_hashes.json"
 #: Code every stage's checks rely on: a change here changes every result.
 SHARED_FILES = ("conftest.py", "pyproject.toml", "shared/testing.py", "shared/matrix.py", "shared/pytest_plugin.py",
-                "shared/loader.py", "shared/registry.py", "grader/child_plugin.py")  # fmt: skip
+                "shared/loader.py", "shared/registry.py", "shared/hints.py", "grader/child_plugin.py", "grader/runner.py")  # fmt: skip
 
 
-def _digest(files: list[Path]) -> str:
+def _digest(files: list[Path], root: Path = ROOT) -> str:
     h = hashlib.sha256()
     for f in sorted(files):
-        rel = f.relative_to(ROOT).as_posix()
+        rel = f.relative_to(root).as_posix()
         data = f.read_bytes().replace(b"\r\n", b"\n")  # a Windows checkout hashes the same
         h.update(rel.encode() + b"\0" + data + b"\0")
     return h.hexdigest()
 
 
-def stage_hash(stage: Stage) -> str:
-    files = [p for p in stage.tests_dir.rglob("*") if p.is_file() and "__pycache__" not in p.parts and p.suffix != ".pyc"]
-    return _digest(files)
+def stage_hash(stage: Stage, root: Path = ROOT) -> str:
+    tests = root / stage.tests_dir.relative_to(ROOT)
+    files = [p for p in tests.rglob("*") if p.is_file() and "__pycache__" not in p.parts and p.suffix != ".pyc"]
+    return _digest(files, root)
 
 
-def shared_hash() -> str:
-    return _digest([ROOT / f for f in SHARED_FILES if (ROOT / f).is_file()])
+def shared_hash(root: Path = ROOT) -> str:
+    return _digest([root / f for f in SHARED_FILES if (root / f).is_file()], root)
 
 
-def current() -> dict[str, str]:
-    out = {"shared": shared_hash()}
-    out.update({s.id: stage_hash(s) for s in STAGES if s.tests_dir.is_dir()})
+def current(root: Path = ROOT) -> dict[str, str]:
+    """The hashes of the course tests and shared checking code in the course at ``root``."""
+    out = {"shared": shared_hash(root)}
+    out.update({s.id: stage_hash(s, root) for s in STAGES if (root / s.tests_dir.relative_to(ROOT)).is_dir()})
     return out
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import math
 import os
 import tempfile
 import time
@@ -21,8 +22,12 @@ from shared.registry import ROOT
 SCHEMA = 1
 
 
+#: How long the grader waits for another grader's lock on the progress file.
+LOCK_WAIT_S = 10.0
+
+
 class ProgressError(Exception):
-    """The progress file exists but cannot be used; the message is one line."""
+    """The progress file exists but cannot be used (or is locked); the message is one line."""
 
 
 def default_path() -> Path:
@@ -30,14 +35,26 @@ def default_path() -> Path:
 
 
 @contextlib.contextmanager
-def _locked(path: Path) -> Iterator[None]:
-    """An exclusive lock on ``<path>.lock`` (fcntl on POSIX, msvcrt on Windows)."""
+def _locked(path: Path, wait_s: float | None = None) -> Iterator[None]:
+    """An exclusive lock on ``<path>.lock`` (fcntl on POSIX, msvcrt on Windows), waited for at most ``wait_s``.
+
+    Raises ProgressError when another process holds it longer: a stuck grader never makes this one hang.
+    """
+    wait_s = LOCK_WAIT_S if wait_s is None else wait_s
     path.parent.mkdir(parents=True, exist_ok=True)
+    deadline = time.monotonic() + wait_s
     with open(path.with_suffix(path.suffix + ".lock"), "a+b") as f:
         if os.name == "posix":
             import fcntl
 
-            fcntl.flock(f.fileno(), fcntl.LOCK_EX)
+            while True:
+                try:
+                    fcntl.flock(f.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+                    break
+                except BlockingIOError:
+                    if time.monotonic() >= deadline:
+                        raise ProgressError(f"another grader has held the lock on {path} for over {wait_s:g} s") from None
+                    time.sleep(0.05)
             try:
                 yield
             finally:
@@ -46,11 +63,13 @@ def _locked(path: Path) -> Iterator[None]:
             import msvcrt
 
             f.seek(0)
-            for _ in range(600):
+            while True:
                 try:
                     msvcrt.locking(f.fileno(), msvcrt.LK_NBLCK, 1)
                     break
                 except OSError:
+                    if time.monotonic() >= deadline:
+                        raise ProgressError(f"another grader has held the lock on {path} for over {wait_s:g} s") from None
                     time.sleep(0.05)
             try:
                 yield
@@ -60,12 +79,28 @@ def _locked(path: Path) -> Iterator[None]:
                     msvcrt.locking(f.fileno(), msvcrt.LK_UNLCK, 1)
 
 
+#: The fields of one stage's record, and the types each must have (what the stage map prints).
+_FIELDS: dict[str, tuple[type, ...]] = {
+    "status": (str,),
+    "points": (int, float),
+    "max_points": (int, float),
+    "when": (str,),
+}
+
+
 def _validate(data: Any) -> dict[str, Any]:
     if not isinstance(data, dict) or not isinstance(data.get("stages"), dict):
         raise ValueError("not a progress record")
     for sid, versions in data["stages"].items():
         if not isinstance(versions, dict) or not all(isinstance(v, dict) for v in versions.values()):
             raise ValueError(f"entry for stage {sid!r} is malformed")
+        for version, rec in versions.items():
+            for key, types in _FIELDS.items():
+                value = rec.get(key)
+                if not isinstance(value, types) or isinstance(value, bool):
+                    raise ValueError(f"stage {str(sid)[:20]!r} ({str(version)[:20]}): field {key!r} is missing or not a {types[0].__name__}")
+                if isinstance(value, float) and not math.isfinite(value):
+                    raise ValueError(f"stage {str(sid)[:20]!r} ({str(version)[:20]}): field {key!r} is not finite")
     return data
 
 
@@ -76,8 +111,8 @@ def read(path: Path | None = None) -> dict[str, Any]:
         return {"schema": SCHEMA, "stages": {}}
     try:
         return _validate(json.loads(path.read_text(encoding="utf-8")))
-    except (OSError, UnicodeDecodeError, ValueError) as exc:
-        raise ProgressError(f"{path} is unreadable ({type(exc).__name__}: {str(exc)[:80]})") from None
+    except (OSError, UnicodeDecodeError, ValueError, RecursionError) as exc:
+        raise ProgressError(f"{path} is unreadable ({type(exc).__name__}: {str(exc)[:120]})") from None
 
 
 def set_aside(path: Path | None = None) -> Path:

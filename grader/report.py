@@ -18,7 +18,7 @@ from rich.markup import escape
 from rich.table import Table
 from rich.text import Text
 
-from grader.results import CheckResult, StageResult
+from grader.results import CheckResult, StageResult, cap
 
 STYLE = {
     "passed": "green",
@@ -54,11 +54,11 @@ def environment_line(env: dict[str, Any] | None) -> str:
         return "Environment: unknown (the checks did not report it)"
     if env.get("error"):
         return f"Environment: could not be read ({env['error']})"
-    devices = env.get("devices", {})
+    devices = env.get("devices") if isinstance(env.get("devices"), dict) else {}
     parts = []
     for dev in ("cpu", "cuda", "mps"):
         if dev in devices:
-            dts = "/".join(d.replace("bfloat16", "bf16").replace("float16", "fp16") for d in devices[dev])
+            dts = "/".join(str(d).replace("bfloat16", "bf16").replace("float16", "fp16") for d in devices[dev] or [])
             name = f" {env.get('cuda_name')}" if dev == "cuda" and env.get("cuda_name") else ""
             parts.append(f"{dev}{name} (autocast {dts})")
         else:
@@ -68,10 +68,48 @@ def environment_line(env: dict[str, Any] | None) -> str:
 
 
 def _hint_text(c: CheckResult, verbose: bool) -> str:
-    lines = c.hint.strip().splitlines() or [c.status]
+    lines = cap(c.hint).strip().splitlines() or [c.status]
     if not verbose and len(lines) > 14:
         lines = lines[:14] + [f"... ({len(lines) - 14} more lines; --verbose shows them)"]
     return "\n".join(lines)
+
+
+def _base_name(c: CheckResult) -> str:
+    """A matrix check's name without its cell (``... [cpu-bf16]`` -> ``...``)."""
+    suffix = f" [{c.cell}]"
+    return c.name[: -len(suffix)] if c.cell and c.name.endswith(suffix) else c.name
+
+
+_WORST = ("crashed", "timed out", "failed", "pending", "not implemented", "passed")
+
+
+def fold_cells(checks: Sequence[CheckResult]) -> list[tuple[str, str, float, float, list[CheckResult]]]:
+    """Rows of the table: one per check, the device-matrix cells of a check folded into its row.
+
+    Each row is (name, status, points, max points, the checks it stands for); the row's status is
+    the worst of its cells', and its name lists the cells that did not pass.
+    """
+    rows: list[tuple[str, str, float, float, list[CheckResult]]] = []
+    groups: dict[str, list[CheckResult]] = {}
+    order: list[str] = []
+    for c in checks:
+        key = f"{c.nodeid.split('[')[0]}::{_base_name(c)}" if c.cell else c.nodeid
+        if key not in groups:
+            groups[key] = []
+            order.append(key)
+        groups[key].append(c)
+    for key in order:
+        cs = groups[key]
+        if len(cs) == 1:
+            c = cs[0]
+            rows.append((c.name, c.status, c.points, c.max_points, cs))
+            continue
+        status = next((st for st in _WORST if any(c.status == st for c in cs)), cs[0].status)
+        cells = [c.cell for c in cs]
+        bad = [c.cell for c in cs if c.status != "passed"]
+        label = f"{_base_name(cs[0])} [{', '.join(cells)}]" if not bad or len(bad) == len(cs) else f"{_base_name(cs[0])} [{', '.join(cells)}; not passed on {', '.join(bad)}]"
+        rows.append((label, status, sum(c.points for c in cs), sum(c.max_points for c in cs), cs))
+    return rows
 
 
 def stage_table(console: Console, r: StageResult, verbose: bool) -> None:
@@ -85,19 +123,19 @@ def stage_table(console: Console, r: StageResult, verbose: bool) -> None:
     if verbose:
         table.add_column("time", justify="right", no_wrap=True)
     skipped = [c for c in r.checks if c.status == "skipped"]
-    for c in r.checks:
-        if c.status == "skipped" and not verbose:
-            continue
-        status = c.status if c.status != "skipped" else f"skipped: {c.hint}"
-        cells = [Text(c.name), Text(status, style=STYLE.get(c.status, "")), f"{_points(c.points)}/{_points(c.max_points)}" if c.graded else "-"]
-        if verbose:
-            cells.append(f"{c.duration:.2f}s")
-        table.add_row(*cells)
+    if verbose:  # every cell on its own row
+        for c in r.checks:
+            status = c.status if c.status != "skipped" else f"skipped: {c.hint}"
+            points = f"{_points(c.points)}/{_points(c.max_points)}" if c.graded else "-"
+            table.add_row(Text(c.name), Text(status, style=STYLE.get(c.status, "")), Text(points), Text(f"{c.duration:.2f}s"))
+    else:
+        for name, status, pts, mx, _ in fold_cells([c for c in r.checks if c.status != "skipped"]):
+            table.add_row(Text(name), Text(status, style=STYLE.get(status, "")), Text(f"{_points(pts)}/{_points(mx)}"))
     console.print(table)
     if skipped and not verbose:
         reasons = Counter(c.hint or "skipped" for c in skipped)
         why = ", ".join(f"{reason} ({n})" for reason, n in reasons.items())
-        console.print(f"  {len(skipped)} check(s) skipped, not counted: {why}. (--verbose lists them)")
+        console.print(Text(f"  {len(skipped)} check(s) skipped, not counted: {why}. (--verbose lists them)"))
 
 
 def stage_hints(console: Console, r: StageResult, verbose: bool) -> None:
@@ -112,12 +150,32 @@ def stage_hints(console: Console, r: StageResult, verbose: bool) -> None:
             if t not in tasks:
                 tasks.append(t)
         console.print(Text("  Not implemented yet: " + "; ".join(tasks), style="yellow"))
+    # One root cause, one message: checks that failed with the same hint (an import error, the cells
+    # of one matrix check) are listed together under it.
+    groups: dict[tuple[str, str], list[CheckResult]] = {}
     for c in bad:
-        console.print(Text(f"  [{MARK.get(c.status, c.status)}] {c.name}", style=STYLE.get(c.status, "")))
-        for line in _hint_text(c, verbose).splitlines():
+        groups.setdefault((c.status, c.hint.strip()), []).append(c)
+    graded = [c for c in r.checks if c.graded]
+    for (status, _), cs in groups.items():
+        names: list[str] = []
+        for c in cs:
+            n = _base_name(c)
+            if n not in names:
+                names.append(n)
+        if len(cs) == 1:
+            head = cs[0].name
+        elif len(cs) == len(graded) and len(cs) > 2:
+            head = f"every check of stage {r.id} ({len(cs)})"
+        elif len(names) == 1:
+            head = f"{names[0]} [{', '.join(c.cell for c in cs)}]"
+        else:
+            head = f"{len(cs)} checks: " + "; ".join(names[:6]) + (f"; ... ({len(names) - 6} more)" if len(names) > 6 else "")
+        console.print(Text(f"  [{MARK.get(status, status)}] {head}", style=STYLE.get(status, "")))
+        for line in _hint_text(cs[0], verbose).splitlines():
             console.print(Text("      " + line))
         if verbose:
-            console.print(Text(f"      ({c.nodeid})", style="dim"))
+            for c in cs:
+                console.print(Text(f"      ({c.nodeid})", style="dim"))
 
 
 def stage_summary(r: StageResult) -> str:
@@ -138,8 +196,8 @@ def print_report(
     verbose: bool,
     warnings: Sequence[str] = (),
 ) -> None:
-    console.print(environment_line(env))
-    console.print(f"Grading: {version} (earlier stages: {'your own' if deps == 'mine' else 'reference'} versions)")
+    console.print(Text(environment_line(env)))
+    console.print(Text(f"Grading: {version} (earlier stages: {'your own' if deps == 'mine' else 'reference'} versions)"))
     for w in warnings:
         console.print(Text(f"Warning: {w}", style="yellow"))
     for r in results:

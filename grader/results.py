@@ -7,6 +7,15 @@ from typing import Any
 
 # Every status a check can end in, in the order the report explains them.
 STATUSES = ("passed", "failed", "not implemented", "skipped", "timed out", "crashed")
+#: The longest hint kept for any check (a learner's 1 MB assertion message stays out of reports).
+MAX_HINT = 2000
+
+
+def cap(text: str, limit: int = MAX_HINT) -> str:
+    """``text`` cut to about ``limit`` characters, saying how much was left out."""
+    if len(text) <= limit:
+        return text
+    return text[: limit - 40].rstrip() + f" ... ({len(text) - limit + 40} more characters)"
 
 
 @dataclass
@@ -18,6 +27,7 @@ class CheckResult:
     max_points: float
     hint: str = ""  # why it did not pass: what a learner should read
     duration: float = 0.0  # seconds
+    cell: str = ""  # the device-matrix cell ("cpu-bf16") of a check that runs on every device; "" otherwise
 
     @property
     def points(self) -> float:
@@ -30,6 +40,7 @@ class CheckResult:
 
     def to_json(self) -> dict[str, Any]:
         d = asdict(self)
+        d.pop("cell")  # part of the name already ("... [cpu-bf16]")
         d["points"] = self.points
         d["duration"] = round(self.duration, 4)
         return d
@@ -57,10 +68,13 @@ class StageResult:
 
     @property
     def status(self) -> str:
-        """passed: every graded check passed; not started: nothing implemented yet; else incomplete."""
+        """passed: every graded check passed; not started: nothing implemented yet; else incomplete.
+
+        error: a stage-wide problem, or no graded check ran at all (a stage is never passed on skips alone).
+        """
         graded = [c for c in self.checks if c.graded]
         if self.error or not graded:
-            return "error" if self.error else ("passed" if self.checks else "error")
+            return "error"
         if all(c.status == "passed" for c in graded):
             return "passed"
         if all(c.status == "not implemented" for c in graded):

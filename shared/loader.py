@@ -18,13 +18,16 @@ process (and that you can set yourself to run pytest by hand):
                    own tests grade deliberately broken solutions. With ``LLMFS_DEPS=mine`` it also
                    supplies that stage to the stages built on it.
 
+All of these are read once, when this module is first imported — before any learner code
+runs — so learner code that changes ``os.environ`` (or reloads this module) changes nothing
+about what is graded.
+
 No torch here: the grader imports this module too.
 """
 
 from __future__ import annotations
 
 import importlib.util
-import json
 import os
 import sys
 import time
@@ -44,18 +47,47 @@ class LearnerCodeError(ImportError):
 _cache: dict[Path, ModuleType | BaseException] = {}
 
 
+def _capture() -> dict[str, object]:
+    return {
+        "version": os.environ.get("LLMFS_VERSION", "skeleton"),
+        "deps": os.environ.get("LLMFS_DEPS", "solution"),
+        "impl": {k.removeprefix("LLMFS_IMPL_"): v for k, v in os.environ.items() if k.startswith("LLMFS_IMPL_") and v},
+    }
+
+
+# Captured once: a reload (``importlib.reload``) re-runs this file in the same namespace and keeps them.
+_SETTINGS: dict[str, object] = globals().get("_SETTINGS") or _capture()
+_event_sink: list[object] = globals().get("_event_sink") or []  # the grader's channel (set by grader.child_plugin)
+
+
+def set_event_sink(sink: object) -> None:
+    """Where import events go (the grader's child plugin sets it once; later calls change nothing)."""
+    if not _event_sink:
+        _event_sink.append(sink)
+
+
 def current_version() -> str:
-    v = os.environ.get("LLMFS_VERSION", "skeleton")
+    v = str(_SETTINGS["version"])
     if v not in VERSIONS:
         raise ValueError(f"LLMFS_VERSION={v!r}: expected one of {', '.join(VERSIONS)}")
     return v
 
 
 def current_deps() -> str:
-    d = os.environ.get("LLMFS_DEPS", "solution")
+    d = str(_SETTINGS["deps"])
     if d not in DEPS:
         raise ValueError(f"LLMFS_DEPS={d!r}: expected one of {', '.join(DEPS)}")
     return d
+
+
+def _overrides() -> dict[str, str]:
+    impl = _SETTINGS["impl"]
+    return dict(impl) if isinstance(impl, dict) else {}
+
+
+def override_dirs() -> set[Path]:
+    """The folders that replace stages' version folders (``LLMFS_IMPL_*``), as captured at start-up."""
+    return {Path(v) for v in _overrides().values()}
 
 
 def _stage(stage_id: str) -> Stage:
@@ -68,7 +100,7 @@ def _stage(stage_id: str) -> Stage:
 def module_path(stage_id: str, version: str | None = None) -> Path:
     """The file that ``load(stage_id)`` would import for ``version`` (default: the graded one)."""
     stage = _stage(stage_id)
-    override = os.environ.get("LLMFS_IMPL_" + stage_id.replace(".", "_"))
+    override = _overrides().get(stage_id.replace(".", "_"))
     if override:
         return Path(override) / f"{stage.module}.py"
     return stage.module_path(version or current_version())
@@ -76,24 +108,38 @@ def module_path(stage_id: str, version: str | None = None) -> Path:
 
 def _event(**fields: object) -> None:
     """Tell the grader what is being imported, so a crash there is reported as such."""
-    path = os.environ.get("LLMFS_EVENTS")
-    if not path:
+    if not _event_sink:
         return
     fields["t"] = time.time()
-    with open(path, "a", encoding="utf-8") as f:
-        f.write(json.dumps(fields) + "\n")
+    sink = _event_sink[0]
+    if callable(sink):
+        sink(**fields)
+
+
+def _safe(value: object, limit: int = 500) -> str:
+    """``str(value)``, capped, that never raises (a learner's exception may have a broken ``__str__``)."""
+    try:
+        text = str(value)
+        text = text if type(text) is str else "<str() returned a non-string>"
+    except BaseException:  # noqa: BLE001 - anything at all from learner code
+        text = "<str() failed>"
+    return text if len(text) <= limit else text[:limit] + " ..."
 
 
 def _describe(exc: BaseException, path: Path) -> str:
     """One line: what went wrong while importing ``path``, and where."""
     if isinstance(exc, SyntaxError):
-        return f"{path.name} line {exc.lineno}: SyntaxError: {exc.msg}"
+        return f"{path.name} line {exc.lineno}: SyntaxError: {_safe(exc.msg)}"
     line = ""
-    for frame in reversed(traceback.extract_tb(exc.__traceback__)):
-        if Path(frame.filename).resolve() == path.resolve():
-            line = f" line {frame.lineno}"
-            break
-    return f"{path.name}{line}: {type(exc).__name__}: {exc}"
+    try:
+        for frame in reversed(traceback.extract_tb(exc.__traceback__)):
+            if Path(frame.filename).resolve() == path.resolve():
+                line = f" line {frame.lineno}"
+                break
+    except Exception:  # noqa: BLE001
+        pass
+    first = (_safe(exc).strip().splitlines() or [""])[0]
+    return f"{path.name}{line}: {type(exc).__name__}: {first}"
 
 
 def _import(stage_id: str, path: Path, tag: str) -> ModuleType:
@@ -125,9 +171,9 @@ def _import(stage_id: str, path: Path, tag: str) -> ModuleType:
             _cache[path] = exc
             raise
         if isinstance(exc, LearnerCodeError):  # a dependency failed: keep its message, name the chain
-            err = LearnerCodeError(f"stage {stage_id} ({rel}) could not load its dependency: {exc}")
+            err = LearnerCodeError(f"stage {stage_id} ({rel}) could not load its dependency: {_safe(exc)}")
         elif isinstance(exc, SystemExit):
-            err = LearnerCodeError(f"stage {stage_id}: importing {rel} called sys.exit({exc.code!r})")
+            err = LearnerCodeError(f"stage {stage_id}: importing {rel} called sys.exit({_safe(_repr(exc.code), 100)})")
         else:
             err = LearnerCodeError(f"stage {stage_id}: importing {rel} failed: {_describe(exc, path)}")
         err.__cause__ = exc if not isinstance(exc, SystemExit) else None
@@ -137,6 +183,13 @@ def _import(stage_id: str, path: Path, tag: str) -> ModuleType:
         _event(event="import-end", stage=stage_id, path=str(rel))
     _cache[path] = module
     return module
+
+
+def _repr(value: object) -> str:
+    try:
+        return repr(value)
+    except BaseException:  # noqa: BLE001
+        return "<repr() failed>"
 
 
 def _relative(path: Path) -> str:
