@@ -53,7 +53,7 @@ def ref_top_p_order(probs: Sequence[float]) -> list[int]:
 
 
 def ref_top_p_set(probs: Sequence[float], p: float, extra: int = 0) -> set[int]:
-    """The smallest most-likely set with mass >= p (extra = +1 / -1: one token more / fewer)."""
+    """The smallest most-likely set with mass >= p (extra = +1 / -1: one token more / fewer, possibly none)."""
     order = ref_top_p_order(probs)
     mass, n = 0.0, 0
     for i in order:
@@ -61,7 +61,7 @@ def ref_top_p_set(probs: Sequence[float], p: float, extra: int = 0) -> set[int]:
             break
         mass += probs[i]
         n += 1
-    n = max(1, min(len(order), n + extra))
+    n = max(0, min(len(order), n + extra))
     return set(order[:n])
 
 
@@ -215,15 +215,21 @@ def test_top_p_keeps_the_smallest_set_with_mass_p(impl) -> None:
 
 def test_top_p_ties_go_to_the_lower_id(impl) -> None:
     """top_p_filter breaks ties between equal probabilities in favour of the lower token id"""
-    logits = torch.tensor([[0.3, 0.4, 0.3, 0.0], [0.3, 0.3, 0.4, 0.0]]).log()  # mass 0.4, then two equal 0.3s
-    got = impl.top_p_filter(logits, 0.6)
-    want = torch.tensor([[True, True, False, False], [True, False, True, False]])
-    check_close(kept(got), want, what="top_p_filter(p=0.6) on probabilities [0.3, 0.4, 0.3, 0] and [0.3, 0.3, 0.4, 0]: "
-                "the 0.4 and the first of the tied 0.3s (sort with stable=True)",
-                mistakes={"ties broken towards the higher token id (an unstable or reversed sort)":
-                          torch.tensor([[False, True, True, False], [False, True, True, False]]),
-                          "kept every tied token (the set is then not the smallest)":
-                          torch.tensor([[True, True, True, False], [True, True, True, False]])})  # fmt: skip
+    probs = [[0.2, 0.2, 0.2, 0.2, 0.2], [0.15, 0.15, 0.4, 0.15, 0.15]]
+    logits = torch.tensor(probs).log()  # equal logits give exactly equal probabilities
+    got = impl.top_p_filter(logits, 0.5)
+    V = 5
+
+    def sets(*rows: set[int]) -> torch.Tensor:
+        return mask_of(list(rows), V)
+
+    want = sets({0, 1, 2}, {2, 0})
+    check_close(kept(got), want, what="top_p_filter(p=0.5) on probabilities [0.2] * 5 and [0.15, 0.15, 0.4, 0.15, 0.15]:"
+                " the most likely, then the tied tokens by increasing id until the mass reaches p (sort with stable=True)",
+                mistakes={"ties broken towards the higher token id (an unstable or reversed sort)": sets({2, 3, 4}, {2, 4}),
+                          "kept every tied token (the set is then not the smallest)": sets({0, 1, 2, 3, 4}, {0, 1, 2, 3, 4}),
+                          "top-p keeps one token too many (the set was already >= p without the last one)": sets({0, 1, 2, 3}, {2, 0, 1}),
+                          "top-p keeps one token too few (the token that crosses p was dropped: the kept mass is < p)": sets({0, 1}, {2})})  # fmt: skip
 
 
 def test_top_p_edge_cases(impl) -> None:
