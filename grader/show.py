@@ -41,7 +41,7 @@ from shared.registry import ROOT, STAGES, VERSIONS, Stage, UnknownStage, select
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
 DEFAULT_OUT = ROOT / ".llmfs" / "figures"
 SHOW_DPI = 100  # what `show` writes for you
-LESSON_DPI = 72  # the committed lesson images: small files (tens of kB)
+LESSON_DPI = 80  # the committed lesson images: small files (tens of kB)
 DATA_TIMEOUT = 60  # seconds one figure's data may take from your code before it is abandoned
 LESSON_INDEX = "figures.json"
 
@@ -184,27 +184,26 @@ def compute(figure: Any, module: ModuleType | Problem) -> dict[str, Any] | Probl
 
 
 def _load_module(stage: Stage, reference: bool) -> ModuleType | Problem:
-    """The stage's module through shared.loader: yours (LLMFS_VERSION) or the reference."""
+    """The stage's module through shared.loader, as the grader loads it: yours (``load``) or the reference."""
     from shared.loader import LearnerCodeError, load, load_dep
 
     try:
-        if reference:
-            old = os.environ.get("LLMFS_DEPS")
-            os.environ["LLMFS_DEPS"] = "solution"  # load_dep: the reference, never an override
-            try:
-                return load_dep(stage.id)
-            finally:
-                if old is None:
-                    os.environ.pop("LLMFS_DEPS", None)
-                else:
-                    os.environ["LLMFS_DEPS"] = old
-        return load(stage.id)
+        return load_dep(stage.id) if reference else load(stage.id)  # main() makes load_dep the reference
     except LearnerCodeError as exc:
         return Problem(" ".join(str(exc).split()))
     except KeyboardInterrupt:
         raise
     except BaseException as exc:
         return describe(exc)
+
+
+def _select_version(version: str) -> None:
+    """LLMFS_VERSION from --version, LLMFS_DEPS=solution: what shared.loader reads (once, when first imported)."""
+    os.environ["LLMFS_VERSION"] = version
+    os.environ["LLMFS_DEPS"] = "solution"  # load_dep(stage) is then the reference, never an override
+    loader = sys.modules.get("shared.loader")
+    if loader is not None:  # imported already in this process (nox running another session first)
+        loader._SETTINGS.update(version=version, deps="solution")
 
 
 # ----------------------------------------------------------------------------- drawing
@@ -316,6 +315,8 @@ def show_stage(stage: Stage, version: str, out_dir: Path) -> tuple[list[Path], b
         else:
             panels = [("yours (skeleton)", mine)]
         png, drawing_problems = render(figure, panels, SHOW_DPI)
+        if any(not text.startswith("yours") for text in drawing_problems):
+            ok = False  # the reference's data could not be drawn: a bug in figures.py
         path = out_dir / f"{figure.name}.png"
         write_bytes_atomic(path, png)
         paths.append(path)
@@ -410,7 +411,7 @@ def update_lessons(stage: Stage) -> bool:
         with contextlib.suppress(OSError):
             (folder / f"{name}.png").unlink()
     write_bytes_atomic(folder / LESSON_INDEX, (json.dumps(index, indent=2, sort_keys=True) + "\n").encode())
-    print(f"stage {stage.id}: {len(index)} lesson figures in {time.perf_counter() - start:.1f} s")
+    print(f"stage {stage.id}: {len(index)} lesson figure{'s' * (len(index) != 1)} in {time.perf_counter() - start:.1f} s")
     for line in lines:
         print(line)
     return ok
@@ -449,8 +450,7 @@ def main(argv: Sequence[str]) -> int:
         print(f"show: --out {args.out} is a file, not a folder", file=sys.stderr)
         return EXIT_USAGE
     version = "solution" if (args.update_lessons or args.check_lessons) else args.version
-    os.environ["LLMFS_VERSION"] = version  # shared.loader reads it: the same loading as the grader's
-    os.environ["LLMFS_DEPS"] = "solution"  # earlier stages: the reference ones, as graded by default
+    _select_version(version)  # the same loading as the grader's
     import logging
 
     for noisy in ("matplotlib", "PIL"):  # under nox the root logger is at DEBUG: keep their chatter out

@@ -130,8 +130,10 @@ def heatmap(
 
     arr = np.asarray(values, dtype=np.float64)
     shown = np.ma.masked_invalid(arr)
-    image = ax.imshow(shown, cmap=cmap, vmin=vmin, vmax=vmax, aspect="auto", interpolation="nearest")
-    image.cmap.set_bad("#d0d0d0")
+    import matplotlib
+
+    colours = matplotlib.colormaps[cmap].with_extremes(bad="#d0d0d0")  # -inf / NaN cells: grey
+    image = ax.imshow(shown, cmap=colours, vmin=vmin, vmax=vmax, aspect="auto", interpolation="nearest")
     ax.set_title(title, fontsize=9)
     ax.set_xlabel(xlabel, fontsize=8)
     ax.set_ylabel(ylabel, fontsize=8)
