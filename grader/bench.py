@@ -57,6 +57,7 @@ class Case:
     ref_call: Callable[[Any, Any], Any]
     # (batch, T, d_model, device, dtype) -> the input x; None: a float (B, T, d_model) tensor with requires_grad
     make_input: Callable[[int, int, int, str, Any], Any] | None = None
+    per_token: bool = False  # True: the input holds batch x T tokens, and the table adds fwd+bwd tokens/s
 
 
 @dataclass
@@ -247,6 +248,52 @@ def _bench_1_6(impl: ModuleType, d_model: int, n_heads: int) -> list[Case]:
     ]  # fmt: skip
 
 
+@register("2.2")
+def _bench_2_2(impl: ModuleType, d_model: int, n_heads: int) -> list[Case]:
+    import torch
+    import torch.nn.functional as F
+    from torch import nn
+
+    vocab, block, n_layers = 1024, 4096, 4  # the course's tokenizer size; room for every --sizes value
+
+    class RefGPT(nn.Module):
+        """The same architecture from torch's modules: Embedding x2 -> TransformerEncoderLayer(norm_first) x N
+        with a causal mask -> LayerNorm -> a head tied to the token table."""
+
+        def __init__(self) -> None:
+            super().__init__()
+            self.wte, self.wpe = nn.Embedding(vocab, d_model), nn.Embedding(block, d_model)
+            self.layers = nn.ModuleList(
+                nn.TransformerEncoderLayer(d_model, n_heads, 4 * d_model, dropout=0.0, batch_first=True, norm_first=True,
+                                           activation=lambda h: F.gelu(h, approximate="tanh"))
+                for _ in range(n_layers)
+            )  # fmt: skip
+            self.ln_f = nn.LayerNorm(d_model)
+
+        def forward(self, ids: torch.Tensor) -> torch.Tensor:
+            T = ids.size(1)
+            x = self.wte(ids) + self.wpe.weight[:T]  # (B, T, d)
+            mask = nn.Transformer.generate_square_subsequent_mask(T, device=ids.device, dtype=x.dtype)  # (T, T)
+            for layer in self.layers:
+                x = layer(x, src_mask=mask, is_causal=True)  # (B, T, d)
+            return F.linear(self.ln_f(x), self.wte.weight)  # (B, T, V)
+
+    def ids(batch: int, T: int, d: int, device: str, dtype: Any) -> torch.Tensor:
+        return torch.randint(0, vocab, (batch, T), device=device)  # (B, T)
+
+    def build(sdpa: bool) -> tuple[Any, Any]:
+        cfg = impl.GPTConfig(vocab_size=vocab, block_size=block, d_model=d_model, n_layers=n_layers, n_heads=n_heads,
+                             dropout=0.0, use_sdpa=sdpa)  # fmt: skip
+        return impl.GPT(cfg), RefGPT()
+
+    ref_name = f"torch.nn (Embedding, {n_layers} x TransformerEncoderLayer(norm_first, causal), LayerNorm, tied head)"
+    return [
+        Case(f"GPT ({n_layers} layers, vocab {vocab}{', use_sdpa' if sdpa else ''})", ref_name,
+             (lambda sdpa=sdpa: build(sdpa)), lambda m, x: m(x)[0], lambda m, x: m(x), make_input=ids, per_token=True)
+        for sdpa in (False, True)
+    ]  # fmt: skip
+
+
 def __getattr__(name: str) -> Any:
     """``STAGES``: the stages with a benchmark, in registration order (read live, so later entries count)."""
     if name == "STAGES":
@@ -422,7 +469,7 @@ def run(stage: str, device: str, dtype: str, sizes: list[int], batch: int, d_mod
                     mem_mb=peak_memory_mb(fb(learner, case.call), device),
                     ref_mem_mb=peak_memory_mb(fb(reference, case.ref_call), device),
                     flops_fb=count_flops(fb(learner, case.call)),
-                    extra={"reference": case.reference_name},
+                    extra={"reference": case.reference_name, "tokens": batch * T if case.per_token else None},
                 )
             )  # fmt: skip
     return rows
@@ -444,7 +491,8 @@ def render(rows: list[Row], stage: str, device: str, dtype: str, header: str) ->
         by_case.setdefault(r.case, []).append(r)
     for case, case_rows in by_case.items():
         table = Table(title=f"{case} vs {case_rows[0].extra['reference']}", title_justify="left", box=table_box(console))
-        for col in ("T", "pass", "yours ms", "ref ms", "ratio (range)", "peak MB"):
+        per_token = bool(case_rows[0].extra.get("tokens"))
+        for col in ("T", "pass", "yours ms", "ref ms", "ratio (range)", "peak MB") + (("tok/s yours/ref",) if per_token else ()):
             table.add_column(col, justify="right", no_wrap=True)
         if device == "cuda":
             table.add_column("TFLOP/s", justify="right")
@@ -456,6 +504,9 @@ def render(rows: list[Row], stage: str, device: str, dtype: str, header: str) ->
             for name, t in (("fwd", r.fwd), ("fwd+bwd", r.fb)):
                 cells = [str(r.T) if name == "fwd" else "", name, _ms(t, "impl"), _ms(t, "ref"), _ratio(t),
                          f"{mem}/{ref_mem}" if name == "fwd+bwd" else ""]  # fmt: skip
+                if per_token:
+                    n_tok = r.extra["tokens"]
+                    cells.append(f"{n_tok / t.impl_ms * 1e3:,.0f}/{n_tok / t.ref_ms * 1e3:,.0f}")
                 if device == "cuda":
                     if name == "fwd+bwd":
                         tflops = r.flops_fb / (r.fb_ms / 1e3) / 1e12
