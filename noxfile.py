@@ -5,6 +5,7 @@
     nox -s bench -- <stage>      time a stage's implementation against the torch reference
     nox -s example -- <stage>    re-run a lesson's worked example (add --version solution for the reference)
     nox -s show -- <stage>       draw a stage's figures from your code, beside the reference's
+    nox -s generate -- "def "    your trained GPT writes text (stage 2.4's sampler and KV cache)
     nox -s tests                 the course's own test suite (maintainers, CI)
     nox -s lint                  ruff, in its own virtual environment
 
@@ -91,6 +92,15 @@ def show(session: nox.Session) -> None:
     """Draw a stage's figures from your code beside the reference's: nox -s show -- <stage>... [--version ...] [--out DIR] [--open]."""
     sys.path.insert(0, str(ROOT))
     from grader.show import main  # in-process, like grade: the exit status (2 for usage) comes through as it is
+
+    _exit_with(main(session.posargs))
+
+
+@nox.session(python=False)
+def generate(session: nox.Session) -> None:
+    """Sample from your trained GPT: nox -s generate -- "prompt" [--checkpoint PATH] [--temperature T] [--top-k K] [--top-p P] [--max-new-tokens N] [--seed S] [--no-cache]."""
+    sys.path.insert(0, str(ROOT))
+    from grader.generate import main  # in-process: the stream reaches the terminal as it is produced
 
     _exit_with(main(session.posargs))
 

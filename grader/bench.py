@@ -567,6 +567,11 @@ class _Parser(argparse.ArgumentParser):
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv[:1] == ["2.4"]:  # generation has its own harness: tokens/s with and without the KV cache
+        from grader.bench_generation import main as bench_generation
+
+        return bench_generation(argv[1:])
     p = _Parser(prog="nox -s bench --", description="Time a stage against the torch reference.")
     p.add_argument("stage", help=f"one of {', '.join(BENCHES)}")
     p.add_argument("--version", choices=("skeleton", "solution"), default="skeleton")
