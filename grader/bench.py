@@ -572,6 +572,10 @@ def main(argv: list[str] | None = None) -> int:
         from grader.bench_generation import main as bench_generation
 
         return bench_generation(argv[1:])
+    if argv[:1] == ["2.1"]:  # the tokenizer has no tensors to time: its benchmark is a program of its own
+        from grader.bench_tokenizer import main as bench_tokenizer
+
+        return bench_tokenizer(argv[1:])
     p = _Parser(prog="nox -s bench --", description="Time a stage against the torch reference.")
     p.add_argument("stage", help=f"one of {', '.join(BENCHES)}")
     p.add_argument("--version", choices=("skeleton", "solution"), default="skeleton")

@@ -130,6 +130,11 @@ def split_on_special(text: str, special_tokens: Iterable[str]) -> list[str]:
 # ----------------------------------------------------------------------------- the tokenizer
 
 
+def _priority(pair: tuple[int, int], count: int) -> tuple[int, tuple[int, int]]:
+    """Training's order (smallest first): the most frequent pair; ties to the smallest (left id, right id)."""
+    return (-count, pair)
+
+
 class BPETokenizer:
     """A byte-level BPE tokenizer: 256 byte tokens, then one token per merge, then the special tokens.
 
@@ -191,17 +196,17 @@ class BPETokenizer:
             for pair, n in get_pair_counts(word).items():
                 counts[pair] = counts.get(pair, 0) + n * freqs[w]
                 where.setdefault(pair, set()).add(w)
-        # A heap of (-count, left, right): the top is the most frequent pair, ties to the smallest pair.
-        # Entries go stale when a count changes; a fresh entry is pushed then, stale ones are skipped.
-        heap = [(-n, a, b) for (a, b), n in counts.items()]
+        # A heap of (priority, count, pair): its top is the next merge. An entry goes stale when its
+        # pair's count changes; a fresh entry is pushed then, and stale ones are skipped when popped.
+        heap = [(_priority(pair, n), n, pair) for pair, n in counts.items()]
         heapq.heapify(heap)
 
         merges: dict[tuple[int, int], int] = {}
         while len(merges) < n_merges and heap:
-            neg, a, b = heapq.heappop(heap)
-            if counts.get((a, b)) != -neg:
+            _, n, best = heapq.heappop(heap)
+            if counts.get(best) != n:
                 continue  # stale
-            best, new_id = (a, b), 256 + len(merges)
+            new_id = 256 + len(merges)
             merges[best] = new_id
             changed: set[tuple[int, int]] = set()
             for w in where.pop(best):
@@ -219,7 +224,7 @@ class BPETokenizer:
                 words[w] = new
             for pair in changed:
                 if counts[pair] > 0:
-                    heapq.heappush(heap, (-counts[pair], *pair))
+                    heapq.heappush(heap, (_priority(pair, counts[pair]), counts[pair], pair))
                 else:
                     del counts[pair]
 
