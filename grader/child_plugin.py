@@ -425,8 +425,8 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[Any]):  #
     # The outcome comes from what the phase raised (``call.excinfo``), not from the report object,
     # which other hooks may rewrite.
     excinfo = call.excinfo
-    if excinfo is None or call.when not in ("setup", "call", "teardown"):
-        return report
+    if excinfo is None or call.when not in ("setup", "call", "teardown") or rec["status"] == "skipped":
+        return report  # (a cell skipped for an absent device stays skipped, whatever later phases report)
     exc = excinfo.value
     if isinstance(exc, pytest.skip.Exception) and not isinstance(exc, pytest.xfail.Exception) and call.when in ("setup", "call"):
         cell = _cell(item)
