@@ -5,6 +5,7 @@
     nox -s bench -- <stage>      time a stage's implementation against the torch reference
     nox -s example -- <stage>    re-run a lesson's worked example (add --version solution for the reference)
     nox -s show -- <stage>       draw a stage's figures from your code, beside the reference's
+    nox -s train                 pretrain your GPT (stage 2.3) and save a checkpoint for nox -s generate
     nox -s generate -- "def "    your trained GPT writes text (stage 2.4's sampler and KV cache)
     nox -s tests                 the course's own test suite (maintainers, CI)
     nox -s lint                  ruff, in its own virtual environment
@@ -92,6 +93,15 @@ def show(session: nox.Session) -> None:
     """Draw a stage's figures from your code beside the reference's: nox -s show -- <stage>... [--version ...] [--out DIR] [--open]."""
     sys.path.insert(0, str(ROOT))
     from grader.show import main  # in-process, like grade: the exit status (2 for usage) comes through as it is
+
+    _exit_with(main(session.posargs))
+
+
+@nox.session(python=False)
+def train(session: nox.Session) -> None:
+    """Pretrain your GPT: nox -s train -- [--config tiny|small] [--corpus FILE] [--steps N] [--resume] [--device ...] [--run NAME]."""
+    sys.path.insert(0, str(ROOT))
+    from grader.train import main  # in-process: Ctrl-C reaches the training loop, which saves a checkpoint
 
     _exit_with(main(session.posargs))
 
