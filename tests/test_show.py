@@ -370,3 +370,28 @@ def test_grading_never_imports_matplotlib(tmp_path: Path) -> None:
             continue
         top_level = re.search(r"^(import|from) matplotlib", path.read_text(encoding="utf-8"), re.M)
         assert not top_level, f"{path.relative_to(ROOT)} imports matplotlib when it is imported"
+
+
+def test_learner_code_that_hangs_or_exits_becomes_a_panel(monkeypatch: pytest.MonkeyPatch) -> None:
+    """An endless loop is abandoned after DATA_TIMEOUT (POSIX), sys.exit is drawn, not obeyed."""
+    import types
+
+    fig = Figure("x", "x", lambda m: {"y": m.f()}, lambda panel, data: None, caption="x")
+
+    def forever() -> None:
+        while True:
+            try:
+                pass
+            except Exception:  # a learner's broad except must not swallow the time limit
+                pass
+
+    monkeypatch.setattr(show, "DATA_TIMEOUT", 1)
+    if hasattr(show.signal, "SIGALRM"):
+        got = show.compute(fig, types.SimpleNamespace(f=forever))
+        assert isinstance(got, show.Problem) and "longer than 1 s" in got.text
+    got = show.compute(fig, types.SimpleNamespace(f=lambda: sys.exit(3)))
+    assert isinstance(got, show.Problem) and got.text == "raised SystemExit: 3"
+    got = show.compute(fig, types.SimpleNamespace(f=lambda: (_ for _ in ()).throw(NotImplementedError("Task 7: f"))))
+    assert isinstance(got, show.Problem) and got.not_implemented and got.text == "not implemented yet (Task 7: f)"
+    png, problems = show.render(fig, [("yours (skeleton)", got)], 60)
+    _check_png(png, "problem panel")
