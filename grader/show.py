@@ -62,8 +62,12 @@ def build_parser() -> argparse.ArgumentParser:
         epilog=f"Stages: {', '.join(s.id for s in STAGES)}; a prefix (1.5 -> 1.5a and 1.5b) or 'all'.",
     )
     p.add_argument("stages", nargs="+", metavar="STAGE", help="stage id, prefix or 'all'")
-    p.add_argument("--version", choices=VERSIONS, default="skeleton", help="what to draw (default: skeleton, your work)")
-    p.add_argument("--out", metavar="DIR", type=Path, help=f"write DIR/<stage>/*.png (default: {DEFAULT_OUT.relative_to(ROOT)})")
+    p.add_argument(
+        "--version", choices=VERSIONS, default="skeleton", help="what to draw (default: skeleton, your work)"
+    )
+    p.add_argument(
+        "--out", metavar="DIR", type=Path, help=f"write DIR/<stage>/*.png (default: {DEFAULT_OUT.relative_to(ROOT)})"
+    )
     p.add_argument("--open", action="store_true", help="open the images with the system's viewer")
     group = p.add_mutually_exclusive_group()
     group.add_argument(
@@ -106,7 +110,9 @@ def load_figures(stage: Stage) -> list[Any] | None:
         spec.loader.exec_module(module)
         figures = list(module.FIGURES)
     except Exception as exc:
-        raise FiguresError(f"stage {stage.id}: {path.relative_to(ROOT)} is broken: {type(exc).__name__}: {exc}") from None
+        raise FiguresError(
+            f"stage {stage.id}: {path.relative_to(ROOT)} is broken: {type(exc).__name__}: {exc}"
+        ) from None
     sys.modules[name] = module
     return figures
 
@@ -168,7 +174,9 @@ def describe(exc: BaseException) -> Problem:
     msg = " ".join(str(exc).split())
     if len(msg) > 160:
         msg = msg[:157] + "..."
-    return Problem(f"raised {type(exc).__name__}{_where(exc)}: {msg}" if msg else f"raised {type(exc).__name__}{_where(exc)}")
+    return Problem(
+        f"raised {type(exc).__name__}{_where(exc)}: {msg}" if msg else f"raised {type(exc).__name__}{_where(exc)}"
+    )
 
 
 def compute(figure: Any, module: ModuleType | Problem) -> dict[str, Any] | Problem:
@@ -416,7 +424,9 @@ def update_lessons(stage: Stage) -> bool:
         with contextlib.suppress(OSError):
             (folder / f"{name}.png").unlink()
     write_bytes_atomic(folder / LESSON_INDEX, (json.dumps(index, indent=2, sort_keys=True) + "\n").encode())
-    print(f"stage {stage.id}: {len(index)} lesson figure{'s' * (len(index) != 1)} in {time.perf_counter() - start:.1f} s")
+    print(
+        f"stage {stage.id}: {len(index)} lesson figure{'s' * (len(index) != 1)} in {time.perf_counter() - start:.1f} s"
+    )
     for line in lines:
         print(line)
     return ok

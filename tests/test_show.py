@@ -183,7 +183,9 @@ def test_data_1_4(env: None) -> None:
     assert per_head.shape == (4, 8, 8)
     np.testing.assert_allclose(per_head.mean(0), avg, atol=1e-6)
     np.testing.assert_allclose(per_head.sum(-1), 1.0, atol=1e-5)
-    assert (per_head[:, np.triu_indices(8, 1)[0], np.triu_indices(8, 1)[1]] == 0).all(), "causal: nothing above the diagonal"
+    assert (per_head[:, np.triu_indices(8, 1)[0], np.triu_indices(8, 1)[1]] == 0).all(), (
+        "causal: nothing above the diagonal"
+    )
     assert np.abs(per_head[0] - per_head[1]).max() > 0.05, "the heads should differ"
 
 
@@ -233,8 +235,12 @@ def test_data_0_1(env: None) -> None:
     pre, sft, dpo, margin = d["pretrain_loss"], d["sft_logprob"], d["dpo_loss"], d["reward_margin"]
     assert (len(pre), len(sft), len(dpo)) == (61, 21, 16)
     assert abs(pre[0] - math.log(d["vocab_size"])) < 0.3 and pre[-1] < 0.3
-    np.testing.assert_allclose([pre[0], pre[-1]], [demo["pretrain_loss_before"], demo["pretrain_loss_after"]], rtol=1e-4)
-    np.testing.assert_allclose([sft[0], sft[-1]], [demo["sft_logprob_before"], demo["sft_logprob_after"]], rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(
+        [pre[0], pre[-1]], [demo["pretrain_loss_before"], demo["pretrain_loss_after"]], rtol=1e-4
+    )
+    np.testing.assert_allclose(
+        [sft[0], sft[-1]], [demo["sft_logprob_before"], demo["sft_logprob_after"]], rtol=1e-4, atol=1e-5
+    )
     np.testing.assert_allclose([dpo[0], dpo[-1]], [demo["dpo_loss_before"], demo["dpo_loss_after"]], rtol=1e-4)
     assert abs(dpo[0] - math.log(2)) < 1e-6 and margin[0] == pytest.approx(0.0, abs=1e-6)
     np.testing.assert_allclose(margin[-1], 0.1 * demo["dpo_margin_after"], rtol=1e-4)  # beta = 0.1
@@ -339,7 +345,7 @@ def test_show_on_the_untouched_skeleton_and_on_a_broken_file_exits_cleanly(tmp_p
     assert not list(out_dir.rglob("*.tmp")), "a half-written file was left behind"
 
 
-_BLOCKER = '''
+_BLOCKER = """
 import os, sys
 class _NoMatplotlib:
     def find_spec(self, name, path=None, target=None):
@@ -349,7 +355,7 @@ class _NoMatplotlib:
             raise ImportError("matplotlib imported while grading")
         return None
 sys.meta_path.insert(0, _NoMatplotlib())
-'''
+"""
 
 
 def test_grading_never_imports_matplotlib(tmp_path: Path) -> None:
