@@ -78,6 +78,26 @@ def _read_config() -> dict[str, Any]:
 
 
 _CONFIG = _read_config()
+
+
+def _limit_memory() -> None:
+    """The address-space limit the grader asked for (``--memory-limit``), soft and hard, before learner code runs."""
+    gib = _CONFIG.get("memory_limit_gib")
+    if not isinstance(gib, (int, float)) or isinstance(gib, bool) or gib <= 0:
+        return
+    try:
+        import resource
+
+        limit = int(gib * (1 << 30))
+        _, hard = resource.getrlimit(resource.RLIMIT_AS)
+        if hard != resource.RLIM_INFINITY:
+            limit = min(limit, hard)
+        resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
+    except (ImportError, ValueError, OSError):  # not enforceable here (Windows, some macOS versions)
+        pass
+
+
+_limit_memory()
 _OVERRIDE_TIMEOUT: float | None = float(_CONFIG["timeout"]) if isinstance(_CONFIG.get("timeout"), (int, float)) else None
 _KEYWORD: str | None = _CONFIG.get("keyword") if isinstance(_CONFIG.get("keyword"), str) else None
 _reports: dict[str, dict[str, Any]] = {}

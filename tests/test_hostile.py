@@ -260,3 +260,28 @@ def test_release_has_no_solutions_and_grades(tmp_path: Path) -> None:
     # The instructor grades that copy from the full course, where the references are.
     ins = run_grader(copy_repo(tmp_path / "course"), "1.4", "--submission", str(dest))
     assert ins.returncode == 0 and ins.json["deps"] == "solution", ins.stdout[-3000:]
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="RLIMIT_AS is enforced on Linux")
+def test_runaway_allocation_is_a_clear_failure(tmp_path: Path) -> None:
+    repo = copy_repo(tmp_path / "repo")
+    big = "        big = torch.ones(6 * 2**30, dtype=torch.uint8)\n"
+    anchor = "        return self.embedding(ids) * math.sqrt(self.d_model)"
+    stage_file(repo, "1.1", "skeleton").write_text(SOLUTION.replace(anchor, big + anchor))
+    run = run_grader(repo, "1.1", "-k", "token_embedding", "--memory-limit", "4")
+    (check,) = run.checks()
+    assert check["status"] == "failed" and "4 GiB of address space" in check["hint"], check
+
+
+def test_stage_limit_covers_every_restart(tmp_path: Path) -> None:
+    repo = copy_repo(tmp_path / "repo")
+    crash = "    import os, time\n    time.sleep(3)\n    os._exit(1)\n"
+    anchor = "    if d_model <= 0 or d_model % 2 != 0:\n"
+    stage_file(repo, "1.1", "skeleton").write_text(SOLUTION.replace(anchor, crash + anchor, 1))
+    t0 = time.monotonic()
+    run = run_grader(repo, "1.1", "--stage-timeout", "20")
+    elapsed = time.monotonic() - t0
+    hints = [c["hint"] for c in run.checks()]
+    assert any("used up its overall time limit of 20 s" in h for h in hints), hints
+    assert elapsed < 20 + 15, elapsed  # one child's start-up of slack, not a fresh limit per restart
+    assert "passed" not in {c["status"] for c in run.checks() if "sinusoidal" in c["name"]}
