@@ -32,7 +32,7 @@ def draw_heads(panel: Any, data: dict[str, Any]) -> None:
     axes = panel.subplots(1, len(per_head) + 1)
     for i, w in enumerate(per_head):
         heatmap(axes[i], w, title=f"head {i}", cmap="Greens", vmin=0, vmax=1)
-    heatmap(axes[-1], data["averaged"], title="average (need_weights)", cmap="Greens", vmin=0, vmax=1)
+    heatmap(axes[-1], data["averaged"], title="average of the heads", cmap="Greens", vmin=0, vmax=1)
     axes[0].set_ylabel("query", fontsize=8)
     for ax in axes:
         ax.set_xlabel("key", fontsize=8)
