@@ -193,9 +193,12 @@ def _check_keyword(expr: str | None) -> None:
 
 def _closest(keyword: str, titles: list[str]) -> str:
     words = [w for w in keyword.replace("(", " ").replace(")", " ").split() if w not in ("and", "or", "not")]
+    import re
+
+    shown = {re.sub(r" \[[^\]]*\]$", "", t) for t in titles}  # a matrix check once, not once per cell
     scored = sorted(
-        set(titles),
-        key=lambda t: -max((difflib.SequenceMatcher(None, w.lower(), t.lower()).find_longest_match().size for w in words), default=0),
+        shown,
+        key=lambda t: (-max((difflib.SequenceMatcher(None, w.lower(), t.lower()).find_longest_match().size for w in words), default=0), t),
     )
     return "; ".join(repr(t) for t in scored[:3])
 
