@@ -184,6 +184,11 @@ def _atomic_bytes(path: Path, data: bytes) -> None:
         raise
 
 
+def _rel(path: Path) -> str:
+    """``path`` relative to the repository when inside it (shorter lines), else as it is."""
+    return str(path.relative_to(ROOT)) if path.is_relative_to(ROOT) else str(path)
+
+
 def write_json(path: Path, obj: Any) -> None:
     _atomic_bytes(path, (json.dumps(obj, indent=1) + "\n").encode("utf-8"))
 
@@ -273,16 +278,16 @@ def prepare(args: argparse.Namespace, tok_mod: Any, gpt_mod: Any, pre: Any, say:
     ckpt: dict[str, Any] | None = None
     if args.resume:
         if not ckpt_path.is_file():
-            raise UsageError(f"--resume: no checkpoint at {ckpt_path.relative_to(ROOT)}; train without --resume first")
+            raise UsageError(f"--resume: no checkpoint at {_rel(ckpt_path)}; train without --resume first")
         try:
             ckpt = torch.load(ckpt_path, map_location="cpu", weights_only=False)
         except Exception as exc:  # a damaged or foreign file
-            raise UsageError(f"--resume: cannot read {ckpt_path.relative_to(ROOT)} ({type(exc).__name__}: {exc})") from None
+            raise UsageError(f"--resume: cannot read {_rel(ckpt_path)} ({type(exc).__name__}: {exc})") from None
         if not isinstance(ckpt, dict) or not {"model", "optimizer", "step", "config", "tokenizer_sha256"} <= set(ckpt):
-            raise UsageError(f"--resume: {ckpt_path.relative_to(ROOT)} is not a training checkpoint of this course")
+            raise UsageError(f"--resume: {_rel(ckpt_path)} is not a training checkpoint of this course")
     elif ckpt_path.is_file() and not args.overwrite:
         raise UsageError(
-            f"run {args.run!r} already has a checkpoint ({ckpt_path.relative_to(ROOT)}): add --resume to continue it,"
+            f"run {args.run!r} already has a checkpoint ({_rel(ckpt_path)}): add --resume to continue it,"
             " --overwrite to start over, or --run NAME for a new run"
         )
 
@@ -613,7 +618,7 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         signal.signal(signal.SIGINT, old_int)
         signal.signal(signal.SIGTERM, old_term)
-    rel = state.folder.relative_to(ROOT) if state.folder.is_relative_to(ROOT) else state.folder
+    rel = _rel(state.folder)
     if stop_requested:
         console.print(f"train: stopped at step {done}; checkpoint saved to {rel}/checkpoint.pt — continue with: nox -s train -- --resume"
                       + (f" --run {args.run}" if args.run != "default" else ""))  # fmt: skip

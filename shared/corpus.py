@@ -192,7 +192,7 @@ def _sample(texts: Sequence[str], n_chars: int) -> str:
 
 
 def tokenizer_for(
-    tok_module: ModuleType, corpus: Corpus, vocab_size: int, data_dir: Path = DATA_DIR
+    tok_module: ModuleType, corpus: Corpus, vocab_size: int, data_dir: Path | None = None
 ) -> tuple[Any, str]:
     """(tokenizer, its JSON text): stage 2.1's BPETokenizer trained on a sample of the training split, cached.
 
@@ -200,6 +200,7 @@ def tokenizer_for(
     """
     impl_src = Path(tok_module.__file__).read_bytes() if getattr(tok_module, "__file__", None) else b""
     key = _sha(corpus.sha256, str(vocab_size), impl_src)[:16]
+    data_dir = data_dir or DATA_DIR
     path = data_dir / f"tokenizer-{key}.json"
     cls = tok_module.BPETokenizer
     if path.is_file():
@@ -253,12 +254,12 @@ def build_dataset(
     tok: Any,
     tokenizer_json: str,
     corpus: Corpus,
-    data_dir: Path = DATA_DIR,
+    data_dir: Path | None = None,
     progress: Callable[[int, int], None] | None = None,
 ) -> Dataset:
     """The corpus's ids for both splits, from the cache or encoded now (``progress(done, total)`` per document)."""
     key = _sha(corpus.sha256, tokenizer_json)[:16]
-    folder = data_dir / f"ids-{key}"
+    folder = (data_dir or DATA_DIR) / f"ids-{key}"
     meta_path = folder / "meta.json"
     vocab = int(tok.vocab_size)
     dtype = np.uint16 if vocab <= 2**16 else np.uint32
