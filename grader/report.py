@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import sys
+import textwrap
 from collections import Counter
 from collections.abc import Sequence
 from typing import Any
@@ -39,6 +40,16 @@ def make_console(file: Any = None) -> Console:
         file=stream, highlight=False, soft_wrap=True, no_color=not is_tty, force_terminal=is_tty or None,
         width=None if is_tty else 120, emoji=False,
     )  # fmt: skip
+
+
+def wrap_words(line: str, width: int) -> list[str]:
+    """``line`` broken at spaces into pieces of at most ``width`` characters (a longer word stays whole);
+    continuation pieces are indented like the line, plus two. Lines that fit are returned as they are."""
+    if len(line) <= width or width < 20:
+        return [line]
+    indent = " " * (len(line) - len(line.lstrip(" ")) + 2)
+    return textwrap.wrap(line, width=width, subsequent_indent=indent, break_long_words=False,
+                         break_on_hyphens=False, replace_whitespace=False) or [line]  # fmt: skip
 
 
 def table_box(console: Console) -> box.Box:
@@ -172,7 +183,8 @@ def stage_hints(console: Console, r: StageResult, verbose: bool) -> None:
             head = f"{len(cs)} checks: " + "; ".join(names[:6]) + (f"; ... ({len(names) - 6} more)" if len(names) > 6 else "")
         console.print(Text(f"  [{MARK.get(status, status)}] {head}", style=STYLE.get(status, "")))
         for line in _hint_text(cs[0], verbose).splitlines():
-            console.print(Text("      " + line))
+            for part in wrap_words(line, console.width - 6):
+                console.print(Text("      " + part))
         if verbose:
             for c in cs:
                 console.print(Text(f"      ({c.nodeid})", style="dim"))
