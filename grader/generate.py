@@ -188,8 +188,8 @@ def checkpoint_path(checkpoint: str | None, run: str) -> Path:
     return path
 
 
-def load_model(path: Path, stages: Stages, device: Any) -> tuple[Any, Any, dict[str, Any]]:
-    """(GPT in eval mode on ``device``, BPETokenizer, the checkpoint dict) from a stage 2.3 checkpoint."""
+def read_checkpoint(path: Path, device: Any) -> dict[str, Any]:
+    """The checkpoint dict of ``nox -s train``, checked for what generation needs; UsageError if it is not one."""
     import torch
 
     try:
@@ -207,13 +207,25 @@ def load_model(path: Path, stages: Stages, device: Any) -> tuple[Any, Any, dict[
     digest = ckpt.get("tokenizer_sha256")
     if digest is not None and digest != hashlib.sha256(text.encode("utf-8")).hexdigest():
         raise UsageError(f"{path}: the tokenizer text does not match its tokenizer_sha256 (a damaged checkpoint)")
+    if not isinstance(ckpt["config"], dict):
+        raise UsageError(f"{path}: 'config' must be a dict of GPTConfig fields, got {type(ckpt['config']).__name__}")
+    return ckpt
+
+
+def load_model(path: Path, stages: Stages, device: Any) -> tuple[Any, Any, dict[str, Any]]:
+    """(GPT in eval mode on ``device``, BPETokenizer, the checkpoint dict) from a stage 2.3 checkpoint."""
+    ckpt = read_checkpoint(path, device)
+    return (*build_model(ckpt, path, stages, device), ckpt)
+
+
+def build_model(ckpt: dict[str, Any], path: Path, stages: Stages, device: Any) -> tuple[Any, Any]:
+    """(GPT in eval mode on ``device``, BPETokenizer) from a checkpoint dict, with your (or the reference) 2.2 and 2.1."""
+    text = ckpt["tokenizer"]
     with tempfile.TemporaryDirectory() as tmp:
         tok_file = Path(tmp, "tokenizer.json")
         tok_file.write_text(text, encoding="utf-8")
         tokenizer = call_learner("BPETokenizer.load (stage 2.1)", stages.tokenizer.BPETokenizer.load, tok_file)
     config = ckpt["config"]
-    if not isinstance(config, dict):
-        raise UsageError(f"{path}: 'config' must be a dict of GPTConfig fields, got {type(config).__name__}")
     try:
         cfg = stages.gpt.GPTConfig(**config)
     except TypeError as exc:
@@ -224,7 +236,7 @@ def load_model(path: Path, stages: Stages, device: Any) -> tuple[Any, Any, dict[
     except (RuntimeError, KeyError, TypeError) as exc:
         first = str(exc).strip().splitlines()[0][:240] if str(exc).strip() else type(exc).__name__
         raise UsageError(f"{path}: its weights do not fit the GPT built from its config: {first}") from None
-    return model.to(device).eval(), tokenizer, ckpt
+    return model.to(device).eval(), tokenizer
 
 
 # ----------------------------------------------------------------------------- streaming text
@@ -320,9 +332,10 @@ def main(argv: list[str] | None = None) -> int:
     try:
         args = parse_args(list(sys.argv[1:] if argv is None else argv))
         path = checkpoint_path(args.checkpoint, args.run)
-        stages = load_stages(args.version, args.deps)
         device = pick_device(args.device)
-        model, tokenizer, _ = load_model(path, stages, device)
+        ckpt = read_checkpoint(path, device)
+        stages = load_stages(args.version, args.deps)
+        model, tokenizer = build_model(ckpt, path, stages, device)
         opts = Options(args.temperature, args.top_k, args.top_p, args.max_new_tokens, args.seed, not args.no_cache)
         n, seconds, ended = generate_text(stages, model, tokenizer, args.prompt, opts, write)
     except UsageError as exc:

@@ -84,7 +84,19 @@ def test_bad_input_is_one_line_and_exit_2(args: list[str]) -> None:
     one_line_error(run("grader.generate", "x", *args), 2)
 
 
-def test_a_damaged_or_foreign_checkpoint_is_one_line(tmp_path: Path) -> None:
+def in_process(capsys: pytest.CaptureFixture[str], *args: str) -> str:
+    """Run the command's main() here (for errors found before any stage is loaded): its one stderr line."""
+    from grader.generate import main
+
+    code = main(list(args))
+    captured = capsys.readouterr()
+    assert code == 2 and "Traceback" not in captured.err, (code, captured)
+    lines = captured.err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("generate: "), captured.err
+    return lines[0]
+
+
+def test_a_damaged_or_foreign_checkpoint_is_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     import torch
 
     junk = tmp_path / "junk.pt"
@@ -92,12 +104,13 @@ def test_a_damaged_or_foreign_checkpoint_is_one_line(tmp_path: Path) -> None:
     foreign = tmp_path / "foreign.pt"
     torch.save({"weights": torch.zeros(2)}, foreign)
     for path, words in ((junk, "cannot read checkpoint"), (foreign, "not a training checkpoint")):
-        line = one_line_error(run("grader.generate", "x", "--checkpoint", str(path), "--version", "solution"), 2)
+        line = in_process(capsys, "x", "--checkpoint", str(path), "--version", "solution")
         assert words in line, line
 
 
-def test_an_unknown_device_is_one_line(checkpoint: Path) -> None:
-    one_line_error(run("grader.generate", "x", "--checkpoint", str(checkpoint), "--device", "tpu", "--version", "solution"), 2)
+def test_an_unknown_device_is_one_line(checkpoint: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    for device in ("tpu", "cuda:7"):
+        assert "--device" in in_process(capsys, "x", "--checkpoint", str(checkpoint), "--device", device)
 
 
 def test_greedy_text_is_the_same_with_and_without_the_cache(checkpoint: Path) -> None:
