@@ -468,6 +468,9 @@ def test_parameter_count(impl) -> None:
         if actual != total:
             diff = actual - total
             named = {V * D: f"{NOT_TIED}: the head is a second (V, d) matrix", V: "lm_head has a bias (GPT-2's has none)"}
+            if not kw["bias"]:
+                named[3 * 4 * D] = "bias=False not passed on to MultiHeadAttention (its four projections keep biases)"
+                named[3 * (FF + D)] = "bias=False not passed on to FeedForward (linear1 and linear2 keep biases)"
             hint = f"\n  Likely mistake: {named[diff]}." if diff in named else ""
             fail(
                 f"{what} holds {actual} parameters (sum over model.parameters()); the lesson's formula gives {total}"
