@@ -413,3 +413,40 @@ def test_learner_code_that_hangs_or_exits_becomes_a_panel(monkeypatch: pytest.Mo
     assert isinstance(got, show.Problem) and got.not_implemented and got.text == "not implemented yet (Task 7: f)"
     png, problems = show.render(fig, [("yours (skeleton)", got)], 60)
     _check_png(png, "problem panel")
+
+
+def test_a_partly_done_stage_shows_the_work_that_exists(
+    tmp_path: Path, env: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Task 1 written (with sin and cos swapped), Task 3 not: the first two pictures are the learner's, the third says why."""
+    from shared import loader
+
+    stage = BY_ID["1.1"]
+    solution = stage.module_path("solution").read_text(encoding="utf-8")
+    partial = solution.replace("table[:, 0::2] = torch.sin(angles)", "table[:, 0::2] = torch.cos(angles)").replace(
+        "table[:, 1::2] = torch.cos(angles)", "table[:, 1::2] = torch.sin(angles)"
+    )
+    partial = partial.replace(
+        "        super().__init__()\n        self.d_model = d_model\n        self.max_len = max_len\n        self.embedding",
+        '        super().__init__()\n        raise NotImplementedError("Task 3: LearnedPositionalEmbedding.__init__")\n'
+        "        self.d_model = d_model\n        self.max_len = max_len\n        self.embedding",
+    )
+    assert partial.count("NotImplementedError") == 1 and "torch.cos(angles)  # even" not in solution
+    (tmp_path / "positional.py").write_text(partial, encoding="utf-8")
+    monkeypatch.setitem(loader._SETTINGS, "impl", {"1_1": str(tmp_path)})
+    monkeypatch.setitem(loader._SETTINGS, "version", "skeleton")
+    module = show._load_module(stage, reference=False)
+    assert not isinstance(module, show.Problem), module.text
+    figs = {f.name: f for f in show.load_figures(stage) or []}
+    table = show.compute(figs["sinusoidal-table"], module)
+    assert not isinstance(table, show.Problem)
+    np.testing.assert_allclose(
+        table["table"][0, 0::2], 1.0, atol=1e-6
+    )  # position 0 reads cos(0) = 1 in the sin columns
+    assert data_hash(table) != data_hash(reference_data(stage, "sinusoidal-table"))
+    assert not isinstance(show.compute(figs["dot-product-by-offset"], module), show.Problem)
+    learned = show.compute(figs["learned-table"], module)
+    assert (
+        isinstance(learned, show.Problem)
+        and learned.text == "not implemented yet (Task 3: LearnedPositionalEmbedding.__init__)"
+    )
