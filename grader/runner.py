@@ -41,6 +41,7 @@ from pathlib import Path
 from typing import Any
 
 from grader.results import MAX_HINT, CheckResult, StageResult, cap
+from shared.hints import reconcile as reconcile_hints
 from shared.registry import ROOT, Stage
 
 #: How many times the remaining checks are run again after the child died.
@@ -484,6 +485,7 @@ def run_stages(stages: Sequence[Stage], opts: RunOptions) -> tuple[list[StageRes
     shown = [s for s in stages if not (opts.keyword and not results[s.id].checks and not results[s.id].error)]
     for r in results.values():
         r.duration = sum(c.duration for c in r.checks)
+        reconcile_hints(r.checks)  # named mistakes no passing check rules out; one message per root cause
         if not r.error and not any(c.graded for c in r.checks):
             r.error = "no graded check ran (every check was skipped, or none was collected): there is nothing to award points for"
     return [results[s.id] for s in shown], env_info

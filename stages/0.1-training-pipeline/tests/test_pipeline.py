@@ -65,6 +65,7 @@ def dpo_mistakes(pc: torch.Tensor, pr: torch.Tensor, rc: torch.Tensor, rr: torch
         "β forgotten (σ of the raw log-ratio difference)": -F.logsigmoid(margin).mean(),
         "the reference model left out (no log π_ref terms)": -F.logsigmoid(beta * (pc - pr)).mean(),
         "summed over the batch instead of averaged": -F.logsigmoid(beta * margin).sum(),
+        "β outside the logsigmoid (β · −log σ(margin) instead of −log σ(β · margin))": beta * -F.logsigmoid(margin).mean(),
     }
 
 

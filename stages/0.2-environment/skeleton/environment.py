@@ -47,7 +47,8 @@ def pick_device(prefer: str | None = None) -> torch.device:
         a ``torch.device``.
     Raises:
         ValueError: ``prefer`` names no device type this course knows ("gpu", "tpu", ...).
-        RuntimeError: ``prefer`` names a device that is absent here; the message names it and says how to get it.
+        RuntimeError: ``prefer`` names a device that is absent here, including "cuda:N" with
+            N >= torch.cuda.device_count(); the message names it and says how to get it.
     """
     # TODO(Task 1): with no preference, try torch.cuda.is_available(), then torch.backends.mps.is_available(),
     #   then fall back to the CPU. With a preference, check the name first (ValueError), then that the device

@@ -60,7 +60,8 @@ def pick_device(prefer: str | None = None) -> torch.device:
         a ``torch.device``.
     Raises:
         ValueError: ``prefer`` names no device type this course knows ("gpu", "tpu", ...).
-        RuntimeError: ``prefer`` names a device that is absent here; the message says how to get it.
+        RuntimeError: ``prefer`` names a device that is absent here, including "cuda:N" with
+            N >= torch.cuda.device_count(); the message says how to get it.
     """
     if prefer is None or prefer == "auto":
         for kind in DEVICE_ORDER:
@@ -71,7 +72,13 @@ def pick_device(prefer: str | None = None) -> torch.device:
         raise ValueError(f"unknown device {prefer!r}: expected None, 'auto', 'cuda', 'cuda:N', 'mps' or 'cpu'")
     if not _available(kind):
         raise RuntimeError(f"device {prefer!r} was requested but is not available here: {HOW_TO_GET[kind]}")
-    return torch.device(str(prefer).strip().lower())
+    device = torch.device(str(prefer).strip().lower())
+    if device.type == "cuda" and device.index is not None and device.index >= torch.cuda.device_count():
+        raise RuntimeError(
+            f"device {prefer!r} was requested but this machine has {torch.cuda.device_count()} CUDA device(s)"
+            f" (cuda:0 .. cuda:{torch.cuda.device_count() - 1}); `nox -s doctor` lists them"
+        )
+    return device
 
 
 # ---------------------------------------------------------------- Task 2: autocast_dtype

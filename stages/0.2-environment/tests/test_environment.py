@@ -31,7 +31,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.overrides import TorchFunctionMode
 
-from shared.testing import check, check_close, fail
+from shared.testing import check, check_close, fail, likely
 
 # ---------------------------------------------------------------- pretend machines
 
@@ -176,6 +176,26 @@ def test_absent_device_raises(impl, monkeypatch: pytest.MonkeyPatch) -> None:
             hint = ("\n  Likely mistake: silent fallback to cpu — an explicit request for a missing device must fail"
                     " loudly, or a 10-hour run quietly happens on the CPU.")
         fail(f'pick_device("{name}") on a CPU-only machine returned {_name(d)}; expected a RuntimeError{hint}')
+
+
+def test_absent_cuda_index_raises(impl, monkeypatch: pytest.MonkeyPatch) -> None:
+    """pick_device("cuda:N") for an index that does not exist raises RuntimeError; "cuda:0" is that device"""
+    fake_machine(monkeypatch, cuda=True, mps=False)  # one GPU: torch.cuda.device_count() == 1
+    d = impl.pick_device("cuda:0")
+    check(isinstance(d, torch.device) and d.type == "cuda" and d.index in (0, None),
+          f'pick_device("cuda:0") with one GPU should be cuda:0, got {_name(d)}')
+    try:
+        d = impl.pick_device("cuda:3")
+    except NotImplementedError:
+        raise
+    except RuntimeError as exc:
+        check("3" in str(exc), f'pick_device("cuda:3") with one GPU: the RuntimeError should name the index 3; got {exc!r}')
+        return
+    except Exception as exc:  # the wrong kind of error
+        fail(f'pick_device("cuda:3") with one GPU: expected RuntimeError, got {type(exc).__name__}: {exc}')
+    fail(f'pick_device("cuda:3") on a machine with one GPU (cuda:0) returned {_name(d)}; expected a RuntimeError:'
+         " the first use of that device would fail far from the cause."
+         + likely("the index in cuda:N not checked against torch.cuda.device_count()"))
 
 
 def test_unknown_name_raises(impl, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -398,6 +418,40 @@ def test_amp_steps_lower_the_loss(impl, setting) -> None:
           " — is optimizer.step() (or scaler.step(optimizer)) called, and the gradient zeroed after each step?")
 
 
+class AutocastProbe(nn.Module):
+    """tiny_model's Linear, recording in forward whether autocast was on and with which dtype."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.inner = tiny_model()
+        self.seen: list[tuple[bool, torch.dtype]] = []
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        dev = x.device.type
+        self.seen.append((torch.is_autocast_enabled(dev), torch.get_autocast_dtype(dev)))
+        return self.inner(x)
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16, torch.float32], ids=["bf16", "fp16", "fp32"])
+def test_amp_forward_runs_under_autocast(impl, dtype: torch.dtype) -> None:
+    """the AMP step's forward runs under torch.autocast with the dtype asked for (and without it for float32)"""
+    model = AutocastProbe()
+    opt = TinySGD(model.parameters(), lr=0.1)
+    x, y = regression_data(n=16)
+    impl.amp_train_step(model, (x, y), opt, None, "cpu", dtype, 5.0)
+    check(len(model.seen) == 1, f"amp_train_step should run the model's forward once per step; it ran {len(model.seen)} times")
+    enabled, seen = model.seen[0]
+    name = _name(dtype)
+    if dtype == torch.float32:
+        check(not enabled, f"dtype=float32 must turn autocast off, but the forward ran under autocast to {_name(seen)}"
+              + likely("autocast left on for float32 (enabled=... not set from the dtype)"))
+        return
+    check(enabled, f"dtype={name}: the forward ran without autocast, in float32; it must run under"
+          f" torch.autocast(device_type=device.type, dtype={name})" + likely("the forward not wrapped in torch.autocast"))
+    check(seen == dtype, f"dtype={name}: the forward ran under autocast to {_name(seen)}, not {name}"
+          + likely("the autocast dtype hard-coded instead of the dtype argument"))
+
+
 class RecordingScaler(torch.amp.GradScaler):
     """A real CPU GradScaler that also records which of its methods were called, in order."""
 
@@ -569,6 +623,19 @@ def test_tflops_warm_up(impl, fake_clock: FakeClock) -> None:
                        " lazy initialisation and kernel selection (seconds on a GPU); run one untimed matmul first.")
 
 
+class MatmulRecorder(TorchFunctionMode):
+    """Records (device type, dtype) of the first operand of every matmul."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.seen: set[tuple[str, torch.dtype]] = set()
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):  # noqa: ANN001, ANN204
+        if getattr(func, "__name__", "") in ("matmul", "__matmul__", "mm", "__rmatmul__") and args and torch.is_tensor(args[0]):
+            self.seen.add((args[0].device.type, args[0].dtype))
+        return func(*args, **(kwargs or {}))
+
+
 def test_tflops_on_this_device(impl, setting, monkeypatch: pytest.MonkeyPatch) -> None:
     """matmul_tflops gives a positive, physically possible rate here (synchronised on GPUs)"""
     syncs: list[str] = []
@@ -586,7 +653,15 @@ def test_tflops_on_this_device(impl, setting, monkeypatch: pytest.MonkeyPatch) -
 
             monkeypatch.setattr(owner, name, recorder)
     dtype = setting.amp_dtype or torch.float32
-    rate = impl.matmul_tflops(n=32, device=setting.torch_device, dtype=dtype, repeats=2)
+    recorder = MatmulRecorder()
+    with recorder:
+        rate = impl.matmul_tflops(n=32, device=setting.torch_device, dtype=dtype, repeats=2)
+    where = sorted({f"{dev} {_name(dt)}" for dev, dt in recorder.seen})
+    check(recorder.seen, "matmul_tflops ran no matmul (a @ b, torch.matmul or torch.mm) that torch could see")
+    check((setting.device, dtype) in recorder.seen,
+          f"{setting.id}: matmul_tflops(device={setting.device!r}, dtype={_name(dtype)}) multiplied on {where}, not on"
+          f" {setting.device} in {_name(dtype)}: make both matrices with device=device, dtype=dtype"
+          + likely("the matrices made without device= / dtype=, so the matmul runs on the CPU in float32"))
     check(isinstance(rate, float), f"matmul_tflops must return a float, got {_name(rate)}")
     check(math.isfinite(rate) and rate > 0,
           f"{setting.id}: matmul_tflops returned {rate!r}; expected a positive finite rate"

@@ -64,11 +64,14 @@ class SinusoidalPositionalEncoding(nn.Module):
 
 
 class LearnedPositionalEmbedding(nn.Module):
-    """A learned absolute position embedding (GPT-2's ``wpe``): one trainable row per position."""
+    """A learned absolute position embedding (GPT-2's ``wpe``): one trainable row per position.
+
+    Contract (stage 1.6 and Part 2 rely on it): the table is ``self.embedding = nn.Embedding(max_len, d_model)``.
+    """
 
     def __init__(self, d_model: int, max_len: int) -> None:
         super().__init__()
-        # TODO(Task 3): a trainable (max_len, d_model) table, e.g. nn.Embedding(max_len, d_model).
+        # TODO(Task 3): a trainable (max_len, d_model) table: self.embedding = nn.Embedding(max_len, d_model).
         raise NotImplementedError("Task 3: LearnedPositionalEmbedding.__init__")
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -81,11 +84,14 @@ class LearnedPositionalEmbedding(nn.Module):
 
 
 class TokenEmbedding(nn.Module):
-    """Token ids -> vectors, multiplied by sqrt(d_model) as in the paper (§3.4)."""
+    """Token ids -> vectors, multiplied by sqrt(d_model) as in the paper (§3.4).
+
+    Contract (stage 1.6 and Part 2 rely on it): the table is ``self.embedding = nn.Embedding(vocab_size, d_model)``.
+    """
 
     def __init__(self, vocab_size: int, d_model: int) -> None:
         super().__init__()
-        # TODO(Task 4): an nn.Embedding(vocab_size, d_model); keep d_model.
+        # TODO(Task 4): self.embedding = nn.Embedding(vocab_size, d_model); keep d_model.
         raise NotImplementedError("Task 4: TokenEmbedding.__init__")
 
     def forward(self, ids: torch.Tensor) -> torch.Tensor:

@@ -12,7 +12,10 @@ import math
 import pytest
 import torch
 
-from shared.testing import check, check_close, expect_raises, fail
+from shared.testing import check, check_close, expect_raises, fail, likely, raised
+
+POSITIONS_FROM_1 = "positions start at 1 (torch.arange(1, T + 1)) instead of 0: row 0 is never used"
+T_FROM_BATCH = "T read from x.size(0), the batch axis, instead of x.size(1)"
 
 # ---------------------------------------------------------------- the formula and known mistakes
 
@@ -94,6 +97,9 @@ def test_table_shape_dtype_bounds(impl) -> None:
 def test_dot_product_depends_only_on_offset(impl) -> None:
     """PE(p) · PE(p+k) depends only on the offset k, not on p"""
     pe = impl.sinusoidal_table(64, 16).double()
+    norms = (pe * pe).sum(dim=1)  # (64,) PE(p)·PE(p) = sum_i (sin^2 + cos^2) = d_model / 2 for every p
+    check_close(norms, torch.full((64,), 8.0), what="PE(p)·PE(p) for sinusoidal_table(64, 16) (k = 0: each sin/cos pair gives 1)",
+                atol=1e-4)
     for k in (1, 3, 7):
         dots = (pe[: 64 - k] * pe[k:]).sum(dim=1)  # (64-k,) one dot product per p
         spread = float(dots.max() - dots.min())
@@ -102,7 +108,7 @@ def test_dot_product_depends_only_on_offset(impl) -> None:
             wrong_dots = (wrong[: 64 - k] * wrong[k:]).sum(dim=1)
             hint = ""
             if torch.allclose(dots, wrong_dots, atol=1e-4):
-                hint = "\n  Likely mistake: exponent uses the column index j, so a sin column and its cos column get different frequencies."
+                hint = likely("exponent uses the column index j, so a sin column and its cos column get different frequencies")
             fail(
                 f"PE(p)·PE(p+{k}) should be the same for every p (it equals sum_i cos(k·w_i));"
                 f" it ranges over [{float(dots.min()):.4f}, {float(dots.max()):.4f}]{hint}"
@@ -131,6 +137,26 @@ def test_encoding_adds_table(impl) -> None:
             "added the table of the wrong length (PE[:max_len] sliced along the batch)": lambda: x + formula(20, 8)[:3, None, :].float(),
         },
     )
+
+
+def test_encoding_dropout_in_training_only(impl) -> None:
+    """SinusoidalPositionalEncoding applies its dropout to x + PE in training mode only"""
+    p = 0.5
+    m = impl.SinusoidalPositionalEncoding(d_model=8, max_len=20, dropout=p)
+    check(isinstance(getattr(m, "dropout", None), torch.nn.Dropout), "SinusoidalPositionalEncoding needs self.dropout = nn.Dropout(dropout)")
+    x = torch.randn(4, 10, 8)
+    summed = x + formula(20, 8)[:10].float()
+    m.eval()
+    check_close(m(x), summed, what="eval-mode output with dropout=0.5 (dropout is off in eval mode)", atol=1e-5)
+    m.train()
+    torch.manual_seed(0)
+    got = m(x)
+    dropped = got.abs() < 1e-12
+    check(bool(dropped.any()), "in training mode with dropout=0.5 about half of the outputs should be zero, but none is:"
+          " (return self.dropout(x + PE[:T]), as the paper does after the sum)"
+          + likely("the dropout is never applied: self.dropout defined but not called in forward"))
+    kept = ~dropped
+    check_close(got[kept], summed[kept] / (1 - p), what="kept outputs in training mode (dropout scales them by 1/(1-p))", atol=1e-5)
 
 
 @pytest.mark.points(2)
@@ -175,14 +201,34 @@ def test_encoding_too_long_raises(impl) -> None:
 def test_learned_embedding_adds_rows_and_learns(impl) -> None:
     """LearnedPositionalEmbedding adds rows 0..T-1 of one trainable table, and only those rows get gradients"""
     m = impl.LearnedPositionalEmbedding(d_model=6, max_len=10)
+    emb = getattr(m, "embedding", None)
+    check(isinstance(emb, torch.nn.Embedding) and tuple(emb.weight.shape) == (10, 6),
+          f"LearnedPositionalEmbedding(6, 10).embedding must be nn.Embedding(max_len, d_model) = (10, 6); got {emb!r}."
+          " Stage 1.6 and Part 2 copy weights into .embedding.weight, so the name is part of the contract."
+          + (likely("the learned table kept as a plain tensor, not an nn.Parameter (no gradient reaches it, it is not saved)")
+             if torch.is_tensor(emb) and not isinstance(emb, torch.nn.Parameter) else "")
+          + (likely("the nn.Embedding stored under another name than `embedding`")
+             if emb is None and any(isinstance(c, torch.nn.Embedding) for c in m.children()) else ""))
     params = list(m.parameters())
     n = sum(p.numel() for p in params)
     check(n == 10 * 6, f"expected one (max_len, d_model) = (10, 6) table, {60} parameters; got {n} in {[tuple(p.shape) for p in params]}")
-    (table,) = params
+    table = emb.weight
     x = torch.randn(2, 4, 6)
-    out = m(x)
+    try:
+        out = m(x)
+    except NotImplementedError:
+        raise
+    except RuntimeError as exc:
+        square = torch.randn(4, 4, 6)  # B == T: the probe on which T from the batch axis runs
+        try:
+            m(square)
+            names = [T_FROM_BATCH]
+        except Exception:  # noqa: BLE001 - the probe only decides whether the name fits
+            names = []
+        fail(raised(exc, "LearnedPositionalEmbedding(6, 10) on x (B=2, T=4, 6)", *names))
     check_close(out, x + table.detach()[:4], what="LearnedPositionalEmbedding(6, 10) on x of shape (2, 4, 6)",
-                reference="x + table[:T]", mistakes={"returned the rows without adding x": lambda: table.detach()[:4].expand(2, 4, 6)})
+                reference="x + table[:T]", mistakes={"returned the rows without adding x": lambda: table.detach()[:4].expand(2, 4, 6),
+                                                     POSITIONS_FROM_1: lambda: x + table.detach()[1:5]})
     out.sum().backward()
     check(table.grad is not None, "the learned table received no gradient: is it an nn.Parameter / nn.Embedding?")
     expected_grad = torch.zeros(10, 6)
@@ -203,6 +249,12 @@ def test_token_embedding_scaled_by_sqrt_d_model(impl) -> None:
     """TokenEmbedding looks up each id and multiplies by sqrt(d_model)"""
     vocab, d = 11, 16
     m = impl.TokenEmbedding(vocab, d)
+    emb = getattr(m, "embedding", None)
+    check(isinstance(emb, torch.nn.Embedding) and tuple(emb.weight.shape) == (vocab, d),
+          f"TokenEmbedding(11, 16) must keep its table as self.embedding = nn.Embedding(vocab_size, d_model), named `embedding`;"
+          f" got {emb!r}. Stage 1.6 (--deps mine) and Part 2 copy weights into .embedding.weight, so the name is part of the contract."
+          + (likely("the nn.Embedding stored under another name than `embedding`")
+             if emb is None and any(isinstance(c, torch.nn.Embedding) for c in m.children()) else ""))
     tables = [p for p in m.parameters() if tuple(p.shape) == (vocab, d)]
     check(len(tables) == 1, f"expected one (vocab_size, d_model) = ({vocab}, {d}) table; got {[tuple(p.shape) for p in m.parameters()]}")
     w = tables[0].detach()
@@ -224,7 +276,9 @@ def test_positions_on_every_device_and_precision(impl, setting) -> None:
     x = torch.randn(2, 9, 16)
     sin_m = setting.module(impl.SinusoidalPositionalEncoding(d_model=16, max_len=32).eval())
     learned = setting.module(impl.LearnedPositionalEmbedding(d_model=16, max_len=32))
-    (table,) = list(learned.parameters())
+    emb = getattr(learned, "embedding", None)
+    check(isinstance(emb, torch.nn.Embedding), f"LearnedPositionalEmbedding.embedding must be an nn.Embedding, got {type(emb).__name__}")
+    table = emb.weight
     with setting.autocast():
         got_sin = sin_m(setting.tensor(x))
         got_learned = learned(setting.tensor(x))

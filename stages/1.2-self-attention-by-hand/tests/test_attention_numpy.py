@@ -23,7 +23,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from shared.testing import check, check_close, check_shape, fail, named_mistake
+from shared.testing import check, check_close, check_shape, fail, likely, named_mistake, raised
 
 # ---------------------------------------------------------------- the names hints use (the lesson lists them)
 
@@ -134,9 +134,31 @@ def attention_mistakes(q: Any, k: Any, v: Any, mask: Any = None, *, part: int) -
     return out
 
 
+K_T = "k.T (or np.transpose(k)) on a batched array: it reverses EVERY axis, not just the last two; use np.swapaxes(k, -1, -2)"
+IN_PLACE = "softmax modified its input in place (x -= ... or np.exp(x, out=x)); compute into a new array, e.g. e = np.exp(x - x_max)"
+
+
 def attend(fn: Callable[..., Any], *args: Any, what: str) -> tuple[np.ndarray, np.ndarray]:
-    """Call an attention function and require it to return (output, weights)."""
-    result = fn(*args)
+    """Call an attention function and require it to return (output, weights).
+
+    NumPy's matmul error on batched inputs is explained, and k.T named when the same call runs
+    on one batch element (2-D), the probe on which k.T is right.
+    """
+    try:
+        result = fn(*args)
+    except NotImplementedError:
+        raise
+    except ValueError as exc:
+        batched = [a for a in args if isinstance(a, np.ndarray) and a.ndim > 2]
+        if "matmul" not in str(exc) or not batched:
+            raise
+        try:
+            fn(*(a.reshape(-1, *a.shape[-2:])[0] if isinstance(a, np.ndarray) and a.ndim > 2 else a for a in args))
+            names = [K_T]
+        except Exception:  # noqa: BLE001 - the probe only decides whether the name fits
+            names = []
+        shapes = ", ".join(str(a.shape) for a in args if isinstance(a, np.ndarray))
+        fail(raised(exc, f"{what} on batched inputs of shapes {shapes}", *names))
     if not (isinstance(result, tuple) and len(result) == 2):
         fail(f"{what} must return a tuple (output, weights); got {type(result).__name__}")
     return result
@@ -160,6 +182,12 @@ def test_softmax_matches_reference(impl) -> None:
     x_before = x.copy()
     got = impl.softmax(x)
     check(isinstance(got, np.ndarray), f"softmax must return a NumPy array, got {type(got).__name__}")
+    if not np.array_equal(x, x_before):  # first: every comparison below needs the caller's x as it was
+        fail(
+            "softmax changed its input x: after the call x differs from before (largest change"
+            f" {float(np.max(np.abs(x - x_before))):.4g})." + likely(IN_PLACE)
+        )
+    x = x_before
     e = np.exp(x - x.max(axis=-1, keepdims=True))
     check_close(
         got, ref_softmax(x), what="softmax(x) of x with shape (4, 4)", atol=1e-10, reference="torch.softmax(x, dim=-1)",
@@ -168,12 +196,6 @@ def test_softmax_matches_reference(impl) -> None:
             NO_KEEPDIMS: lambda: e / e.sum(axis=-1),  # (4, 4) / (4,): divides column j by row j's sum
         },
     )
-    if not np.array_equal(x, x_before):
-        fail(
-            "softmax changed its input x: after the call x differs from before (largest change"
-            f" {float(np.max(np.abs(x - x_before))):.4g}).\n  Likely mistake: softmax modified its input in place"
-            " (x -= ... or np.exp(x, out=x)); compute into a new array, e.g. e = np.exp(x - x_max)."
-        )
 
 
 def test_softmax_axis_argument(impl) -> None:

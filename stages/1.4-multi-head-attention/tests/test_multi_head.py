@@ -19,7 +19,8 @@ from torch import nn
 from torch.overrides import TorchFunctionMode
 
 from shared.loader import load_dep
-from shared.testing import check, check_close, check_shape, expect_raises, fail, named_mistake
+from shared.testing import (check, check_close, check_shape, covers, declare_parts, expect_raises, fail,
+                            likely, matching_mistakes)
 
 # ---------------------------------------------------------------- names of the mistakes (the lesson lists them)
 
@@ -38,6 +39,19 @@ BOOL_INVERTED = "boolean attn_mask inverted (True treated as MAY attend)"
 SUMMED = "weights summed over the heads instead of averaged"
 SDPA_NOT_INVERTED = "boolean mask passed to scaled_dot_product_attention without inverting it (SDPA: True = MAY attend)"
 VALUE_FROM_QUERY = "value defaulted to query instead of key"
+MERGE_RESHAPE = "heads merged by a reshape without the transpose back: (B, h, T, d_head) reshaped straight to (B, T, d_model)"
+CAUSAL_REPLACES_PAD = "the causal mask replaces the padding mask instead of being OR-ed with it (blocked = m, not blocked | m)"
+PAD_REPLACES_CAUSAL = "the padding mask replaces the causal mask instead of being OR-ed with it"
+
+# The part of the learner's code each mistake lives in: a passing check that covers the part rules it out.
+declare_parts({
+    RESHAPE: "split_heads", RESHAPE_BOTH: "split_heads", MERGE_RESHAPE: "merge_heads",
+    SQRT_D_MODEL: "the scores' scale", NO_OUT_PROJ: "out_proj", SOFTMAX_Q: "the softmax axis",
+    KPM_QUERIES: "key_padding_mask", KPM_IGNORED: "key_padding_mask", CAUSAL_WRONG: "is_causal", CAUSAL_IGNORED: "is_causal",
+    HEAD_ORDER: "per-head attn_mask", FLOAT_IGNORED: "float attn_mask", BOOL_INVERTED: "bool attn_mask",
+    SUMMED: "averaged weights", SDPA_NOT_INVERTED: "the SDPA path's mask", VALUE_FROM_QUERY: "value's default",
+    CAUSAL_REPLACES_PAD: "combining the masks", PAD_REPLACES_CAUSAL: "combining the masks",
+})
 
 # ---------------------------------------------------------------- references
 
@@ -117,7 +131,7 @@ def manual(
     o = w @ v  # (B, h, Tq, dh)
     if zero_rows is not None:
         o = o.masked_fill(zero_rows, 0.0)
-    merged = o.reshape(B, Tq, d) if mistake == RESHAPE_BOTH else o.transpose(1, 2).reshape(B, Tq, d)
+    merged = o.reshape(B, Tq, d) if mistake in (RESHAPE_BOTH, MERGE_RESHAPE) else o.transpose(1, 2).reshape(B, Tq, d)  # (B, Tq, d)
     out = merged if mistake == NO_OUT_PROJ else F.linear(merged, p["Wo"], p["bo"])
     return out, w
 
@@ -144,7 +158,7 @@ def mistake_table(p: dict, query, key=None, value=None, *, B, Tq, Tk, kpm=None, 
     h = p["h"]
     right = masks(B, h, Tq, Tk, kpm=kpm, causal=causal, attn=attn)
     cases: list[tuple[str, str, torch.Tensor | None]] = [
-        (n, n, right) for n in (RESHAPE, RESHAPE_BOTH, SQRT_D_MODEL, NO_OUT_PROJ, SOFTMAX_Q)
+        (n, n, right) for n in (RESHAPE, RESHAPE_BOTH, MERGE_RESHAPE, SQRT_D_MODEL, NO_OUT_PROJ, SOFTMAX_Q)
     ]
     if kpm is not None:
         if Tq == Tk:
@@ -153,6 +167,9 @@ def mistake_table(p: dict, query, key=None, value=None, *, B, Tq, Tk, kpm=None, 
     if causal:
         for way in (CAUSAL_WRONG, CAUSAL_IGNORED):
             cases.append((way, "", masks(B, h, Tq, Tk, kpm=kpm, causal=causal, attn=attn, way=way)))
+    if causal and kpm is not None and attn is None:  # one mask kept, the other dropped: the same output as one ignored
+        cases.append((CAUSAL_REPLACES_PAD, "", masks(B, h, Tq, Tk, causal=True)))
+        cases.append((PAD_REPLACES_CAUSAL, "", masks(B, h, Tq, Tk, kpm=kpm)))
     if attn is not None:
         way = HEAD_ORDER if attn.dim() == 3 else BOOL_INVERTED
         cases.append((way, "", masks(B, h, Tq, Tk, kpm=kpm, causal=causal, attn=attn, way=way)))
@@ -214,7 +231,7 @@ def test_init_and_parameter_count(impl) -> None:
         ref = nn.MultiheadAttention(16, 4, batch_first=True, bias=bias)
         n_mine = sum(p.numel() for p in mine.parameters())
         n_ref = sum(p.numel() for p in ref.parameters())
-        hint = f"\n  Likely mistake: {NO_OUT_PROJ}." if n_mine == n_ref - 16 * 16 - 16 * bias else ""
+        hint = likely(NO_OUT_PROJ) if n_mine == n_ref - 16 * 16 - 16 * bias else ""
         check(n_mine == n_ref, f"MultiHeadAttention(16, 4, bias={bias}) has {n_mine} parameters; torch's has {n_ref}"
               f" (4 * d_model^2{' + 4 * d_model' if bias else ''})." + hint)
 
@@ -229,23 +246,33 @@ def test_bad_n_heads_raises(impl) -> None:
 # ---------------------------------------------------------------- Task 2: split_heads, merge_heads
 
 
-def test_split_and_merge_heads(impl) -> None:
-    """split_heads gives (B, h, T, d_head) with head i = features i*d_head..; merge_heads undoes it"""
+@covers("split_heads")
+def test_split_heads(impl) -> None:
+    """split_heads gives (B, h, T, d_head) with head i = features i*d_head.."""
     B, T, d, h = 2, 5, 12, 3
     x = torch.randn(B, T, d)
     got = impl.split_heads(x, h)
-    expected = x.view(B, T, h, d // h).transpose(1, 2)
+    expected = x.view(B, T, h, d // h).transpose(1, 2)  # (B, h, T, dh)
     check_close(got, expected, what="split_heads(x, 3) for x (2, 5, 12)", reference="x.view(B, T, h, d_head).transpose(1, 2)",
                 mistakes={RESHAPE: x.reshape(B, h, T, d // h), "viewed as (B, T, h, d_head) but not transposed": x.view(B, T, h, d // h)})
-    merged = impl.merge_heads(expected)
-    check_close(merged, x, what="merge_heads(split(x)) (it must give x back)",
-                mistakes={RESHAPE: expected.reshape(B, T, d)})
+
+
+@covers("merge_heads")
+def test_merge_heads(impl) -> None:
+    """merge_heads undoes split_heads: (B, h, T, d_head) -> (B, T, d_model)"""
+    B, T, d, h = 2, 5, 12, 3
+    x = torch.randn(B, T, d)
+    heads = x.view(B, T, h, d // h).transpose(1, 2)  # (B, h, T, dh), split by the reference
+    merged = impl.merge_heads(heads)
+    check_close(merged, x, what="merge_heads(heads) for heads (2, 3, 5, 4) split from x (2, 5, 12) (it must give x back)",
+                reference="heads.transpose(1, 2).reshape(B, T, d_model)", mistakes={MERGE_RESHAPE: heads.reshape(B, T, d)})
 
 
 # ---------------------------------------------------------------- Task 3 + 4: forward against torch
 
 
 @pytest.mark.points(2)
+@covers("the scores' scale", "out_proj", "the softmax axis")
 def test_self_attention_matches_torch(impl) -> None:
     """self-attention mha(x) equals nn.MultiheadAttention with the same weights"""
     B, T, d, h = 2, 5, 16, 4
@@ -259,6 +286,7 @@ def test_self_attention_matches_torch(impl) -> None:
 
 
 @pytest.mark.points(2)
+@covers("is_causal", "key_padding_mask", "combining the masks")
 def test_padding_and_causal_match_torch(impl) -> None:
     """key_padding_mask (True = padding) and is_causal=True match nn.MultiheadAttention"""
     B, T, d, h = 3, 6, 16, 4
@@ -266,12 +294,22 @@ def test_padding_and_causal_match_torch(impl) -> None:
     x = torch.randn(B, T, d)
     kpm = lengths_mask([6, 4, 3], T)  # right padding: every query keeps key 0
     p = params(ref)
-    for causal in (False, True):
-        out, _ = call(mine, x, key_padding_mask=kpm, is_causal=causal)
-        expected, _ = ref(x, x, x, need_weights=False, **torch_masks(B, h, T, kpm, causal))
-        check_close(out, expected, what=f"mha(x, key_padding_mask=lengths [6, 4, 3], is_causal={causal})",
-                    reference="torch.nn.MultiheadAttention",
-                    mistakes=mistake_table(p, x, B=B, Tq=T, Tk=T, kpm=kpm, causal=causal))
+    out, _ = call(mine, x, is_causal=True)
+    expected, _ = ref(x, x, x, need_weights=False, **torch_masks(B, h, T, None, True))
+    check_close(out, expected, what="mha(x, is_causal=True)", reference="torch.nn.MultiheadAttention",
+                mistakes=mistake_table(p, x, B=B, Tq=T, Tk=T, causal=True))
+    out, _ = call(mine, x, key_padding_mask=kpm)
+    expected, _ = ref(x, x, x, need_weights=False, **torch_masks(B, h, T, kpm, False))
+    check_close(out, expected, what="mha(x, key_padding_mask=lengths [6, 4, 3])", reference="torch.nn.MultiheadAttention",
+                mistakes=mistake_table(p, x, B=B, Tq=T, Tk=T, kpm=kpm))
+    # Each mask alone was right (above), so a wrong result now is in how the two are combined.
+    out, _ = call(mine, x, key_padding_mask=kpm, is_causal=True)
+    expected, _ = ref(x, x, x, need_weights=False, **torch_masks(B, h, T, kpm, True))
+    table = mistake_table(p, x, B=B, Tq=T, Tk=T, kpm=kpm, causal=True)
+    for ruled_out in (KPM_IGNORED, CAUSAL_IGNORED):
+        table.pop(ruled_out, None)
+    check_close(out, expected, what="mha(x, key_padding_mask=lengths [6, 4, 3], is_causal=True)",
+                reference="torch.nn.MultiheadAttention", mistakes=table)
 
 
 def test_attn_mask_forms_match_torch(impl) -> None:
@@ -319,6 +357,7 @@ def test_cross_attention_matches_torch(impl) -> None:
     check_close(out, expected, what="mha(x, key, value) with three different sequences", reference="torch.nn.MultiheadAttention")
 
 
+@covers("averaged weights")
 def test_weights_match_torch(impl) -> None:
     """need_weights returns torch's weights: averaged (B, Tq, Tk) or per head (B, n_heads, Tq, Tk)"""
     B, T, d, h = 2, 5, 16, 4
@@ -386,7 +425,7 @@ def test_heads_are_independent(impl) -> None:
                 fail(f"perturbing head {j}'s rows of {proj}.weight (rows {j * dh}..{(j + 1) * dh - 1}) changed the output"
                      f" of head(s) {others} (largest change per head: {[round(float(c), 4) for c in change]}),"
                      f" with out_proj set to the identity. Each head must see only its own d_head features."
-                     f"\n  Likely mistake: {RESHAPE}.")
+                     + likely(RESHAPE))
             check(change[j] > 1e-4, f"perturbing head {j}'s rows of {proj}.weight did not change head {j}'s output slice"
                   f" (columns {j * dh}..{(j + 1) * dh - 1}); the heads are not laid out as split_heads says")
 
@@ -461,8 +500,8 @@ def test_fully_masked_rows_are_zero(impl) -> None:
         empty = blocked.all(-1)[:, 0]  # (B, T) queries that see nothing
         path = "SDPA path" if use_sdpa else "explicit path"
         if torch.isnan(out).any():
-            name = named_mistake(out, mistake_table(p, x.detach(), B=B, Tq=T, Tk=T, kpm=kpm, causal=True))
-            check(name is None, f"{path}: the output contains NaN.\n  Likely mistake: {name}.")
+            names = matching_mistakes(out, mistake_table(p, x.detach(), B=B, Tq=T, Tk=T, kpm=kpm, causal=True))
+            check(not names, f"{path}: the output contains NaN." + likely(*names))
             fail(f"{path}: {int(torch.isnan(out).any(-1).sum())} output rows are NaN. A query whose keys are all masked"
                  " has scores all -inf and softmax gives 0/0 = NaN. The course defines that row as zeros (before"
                  " out_proj): find such rows with blocked.all(dim=-1), unblock them, and zero their output.")
@@ -488,12 +527,17 @@ def test_dropout_in_training_only(impl) -> None:
         path = "SDPA path" if use_sdpa else "explicit path"
         ref, mine = make_pair(d, h, impl=impl, use_sdpa=use_sdpa, dropout=pdrop)
         x = torch.randn(B, T, d)
-        expected, _ = ref(x, x, x, need_weights=False)
+        # Compared with YOUR module built with dropout=0 (same weights), not with torch: a wrong attention
+        # elsewhere is another check's business; this one is only about dropout in eval mode.
+        twin = impl.MultiHeadAttention(d, h, dropout=0.0, use_sdpa=use_sdpa).eval()
+        twin.load_state_dict(mine.state_dict())
+        expected, _ = call(twin, x)
         out1, _ = call(mine, x)
         out2, _ = call(mine, x)
         check(torch.equal(out1, out2), f"{path}: two eval-mode calls differ: dropout must be off in eval mode"
               " (use self.dropout, which knows the mode, and pass dropout_p=0 to SDPA when not self.training)")
-        check_close(out1, expected, what=f"{path}: eval-mode output with dropout=0.5 (dropout must be off in eval mode)")
+        check_close(out1, expected, what=f"{path}: eval-mode output with dropout=0.5 versus your own module with dropout=0"
+                    " (dropout must be off in eval mode)")
         mine.train()
         out3, _ = call(mine, x)
         check(not torch.allclose(out3, expected, atol=1e-5),

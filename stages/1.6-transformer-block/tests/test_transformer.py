@@ -24,7 +24,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from shared.testing import check, check_close, fail
+from shared.testing import check, check_close, covers, declare_parts, fail, likely
 
 D, H, FF = 16, 4, 32  # d_model, heads and feed-forward width of the small test modules
 NORM_FIRST = [pytest.param(False, id="post-LN"), pytest.param(True, id="pre-LN")]
@@ -184,6 +184,12 @@ NO_FINAL_NORM = "missing final LayerNorm in a pre-LN stack"
 EXTRA_FINAL_NORM = "final LayerNorm added to a post-LN stack (its blocks already end in a norm)"
 SHARED_LAYERS = "the same block repeated (shared weights) instead of n independent blocks"
 NO_POS = "positional encoding missing"
+FIRST_POS = "next token read from the first position (logits[:, 0]) instead of the last (logits[:, -1])"
+FEED_LAST = "greedy_decode feeds the decoder only the last token instead of the whole prefix (decode(ys, ...), not decode(ys[:, -1:], ...))"
+
+# The part of the learner's code each mistake lives in: a passing check that covers the part rules it out.
+declare_parts({NOT_CAUSAL: "decoder self-attention's causal mask", CROSS_ON_SELF: "cross-attention's keys and values",
+               FIRST_POS: "greedy_decode", FEED_LAST: "greedy_decode"})
 
 # ---------------------------------------------------------------- Task 1: EncoderBlock
 
@@ -279,6 +285,7 @@ def test_decoder_block_matches_torch(impl, norm_first: bool) -> None:
 
 @pytest.mark.points(2)
 @torch.no_grad()
+@covers("decoder self-attention's causal mask")
 def test_decoder_block_is_causal(impl) -> None:
     """DecoderBlock is causal: later target positions never change earlier outputs"""
     block = randomize(impl.DecoderBlock(D, H, d_ff=FF, norm_first=False)).eval()
@@ -292,7 +299,7 @@ def test_decoder_block_is_causal(impl) -> None:
         if diff > 1e-5:
             fail(
                 f"changing the target at positions > {t} changed the outputs at positions <= {t} by up to {diff:.4g}:"
-                f" position {t} can see the future.\n  Likely mistake: {NOT_CAUSAL}."
+                f" position {t} can see the future." + likely(NOT_CAUSAL)
             )
 
 
@@ -644,9 +651,11 @@ class ScriptedDecoder(nn.Module):
     def __init__(self, script: list[list[int]], d_model: int) -> None:
         super().__init__()
         self.script, self.d_model = torch.tensor(script), d_model
+        self.lengths: list[int] = []  # the prefix length of every call: tells "only the last token fed" apart
 
     def forward(self, x: torch.Tensor, memory: torch.Tensor, **masks: object) -> torch.Tensor:
         B, T, _ = x.shape
+        self.lengths.append(T)
         return F.one_hot(self.script[:B, :T], self.d_model).to(x.device, x.dtype)  # (B, T, d_model)
 
 
@@ -659,6 +668,7 @@ def _script(model: nn.Module, script: list[list[int]], vocab: int) -> None:
 
 
 @pytest.mark.points(2)
+@covers("greedy_decode")
 def test_greedy_pads_finished_sequences(impl) -> None:
     """greedy_decode pads each row after its own EOS and stops when every row is done"""
     model = _tiny_model(impl)
@@ -686,7 +696,8 @@ def test_greedy_pads_finished_sequences(impl) -> None:
             "decoding goes on after every sequence has finished (stop when all have produced EOS)": (
                 torch.cat([expected, torch.zeros(3, 3, dtype=torch.long)], dim=1)
             ),
-            "next token read from the first position (logits[:, 0]) instead of the last (logits[:, -1])": (
+            # Both give this output; the prefix lengths the decoder was called with tell which one it is.
+            (FEED_LAST if len(model.decoder.lengths) > 1 and max(model.decoder.lengths) == 1 else FIRST_POS): (
                 torch.tensor([[BOS] + [row[0]] * 8 for row in script])
             ),
         },
@@ -721,8 +732,9 @@ def test_learns_to_reverse(impl) -> None:
     hint = ""
     if tf_acc - acc > 0.3:
         hint = (
-            f"\n  With the right prefix shown, it is right {tf_acc:.0%} of the time, yet decoding on its own fails: it"
-            f" learned to copy the answer from the future. Likely mistake: {NOT_CAUSAL}."
+            f"\n  With the right prefix shown, it is right {tf_acc:.0%} of the time, yet decoding on its own fails:"
+            " either it learned to copy the answer from the future, or greedy_decode does not feed its own"
+            " predictions back in." + likely(NOT_CAUSAL, FEED_LAST)
         )
     else:
         hint = (
