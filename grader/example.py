@@ -232,8 +232,8 @@ def main(argv: list[str] | None = None) -> int:
         args = p.parse_args(argv)
         try:
             stages = select([args.stage])
-        except UnknownStage as exc:
-            raise _Usage(f"{exc}") from None
+        except UnknownStage:
+            raise _Usage(f"unknown stage {args.stage!r}; stages with a worked example: {', '.join(stages_with_examples())}") from None
         if args.stage == "all" or not stages:
             raise _Usage(f"name one stage, e.g. `nox -s example -- 1.1` (stages with an example: {', '.join(stages_with_examples())})")
     except _Usage as exc:
