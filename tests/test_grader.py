@@ -211,8 +211,8 @@ def test_stage_limit_stops_a_hang_the_check_limit_cannot(repo: Path) -> None:
     )
     learner(repo, in_token_forward(SOLUTION, hang))
     t0 = time.monotonic()
-    run = run_grader(repo, "1.1", "-k", TOKEN, "--timeout", "1", "--stage-timeout", "12")
-    assert time.monotonic() - t0 < 40
+    run = run_grader(repo, "1.1", "-k", TOKEN, "--timeout", "1", "--stage-timeout", "20")
+    assert time.monotonic() - t0 < 60  # (the 20 s limit covers start-up, slow on a loaded machine)
     by = {c["name"].split(" ")[0]: c for c in run.checks()}
     assert by["TokenEmbedding"]["status"] == "timed out", by
     assert by["sinusoidal_table"]["status"] == "passed"
