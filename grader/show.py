@@ -470,8 +470,11 @@ def main(argv: Sequence[str]) -> int:
 
     for noisy in ("matplotlib", "PIL"):  # under nox the root logger is at DEBUG: keep their chatter out
         logging.getLogger(noisy).setLevel(logging.WARNING)
-    import matplotlib
-
+    try:
+        import matplotlib
+    except ImportError:
+        print("show: matplotlib is not installed; `pip install -r requirements.txt` installs it", file=sys.stderr)
+        return EXIT_FAILED
     matplotlib.use("Agg")  # no display needed: works headless and over SSH
     with contextlib.suppress(ImportError):
         import torch  # noqa: F401  # once, up front: the per-stage times below are the stages' own work

@@ -24,14 +24,18 @@ Grading never imports this module.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import math
-from collections.abc import Callable
+import os
+import sys
+import tempfile
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
-__all__ = ["Figure", "data_hash", "canonical", "heatmap", "to_numpy"]
+__all__ = ["Figure", "data_hash", "canonical", "heatmap", "to_numpy", "native_noise_dropped"]
 
 Data = dict[str, Any]
 
@@ -101,6 +105,32 @@ def data_hash(data: Data, digits: int = 4) -> str:
     """sha256 of the canonical form of a figure's data (what figures.json records)."""
     text = json.dumps(canonical(data, digits), sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(text.encode()).hexdigest()
+
+
+@contextlib.contextmanager
+def native_noise_dropped(prefixes: tuple[str, ...] = ("USDT:",)) -> Iterator[None]:
+    """Capture file descriptor 2 (where C++ code logs, below ``sys.stderr``) for the duration and
+    write it back without the lines starting with ``prefixes`` (torch.profiler's ``USDT: ... profiler_start``)."""
+    try:
+        sys.stderr.flush()
+        saved = os.dup(2)
+    except (OSError, ValueError, AttributeError):  # no real fd 2 (an embedded interpreter): change nothing
+        yield
+        return
+    with tempfile.TemporaryFile(mode="w+b") as sink:
+        os.dup2(sink.fileno(), 2)
+        try:
+            yield
+        finally:
+            with contextlib.suppress(OSError, ValueError):
+                sys.stderr.flush()
+            os.dup2(saved, 2)
+            os.close(saved)
+            sink.seek(0)
+            kept = [line for line in sink.read().decode("utf-8", "replace").splitlines(keepends=True)
+                    if not line.startswith(prefixes)]  # fmt: skip
+            if kept:
+                sys.stderr.write("".join(kept))
 
 
 # ----------------------------------------------------------------------------- drawing helpers

@@ -379,9 +379,12 @@ def test_grading_never_imports_matplotlib(tmp_path: Path) -> None:
     proc = _run("-m", "grader", "1.1", "--version", "solution", env=full, timeout=300)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert not mark.exists(), f"matplotlib was imported while grading: {mark.read_text()}"
-    # and the blocker does work: show itself is stopped by it
-    proc = _run("-c", "import grader.show as s; s.main(['1.2', '--out', '" + str(tmp_path / "o") + "'])", env=full)
+    # and the blocker does work: show itself is stopped by it, with one line (as without matplotlib installed)
+    proc = _run("-m", "grader.show", "1.2", "--out", str(tmp_path / "o"), env=full)
     assert mark.exists()
+    assert proc.returncode == 1 and proc.stderr.strip() == (
+        "show: matplotlib is not installed; `pip install -r requirements.txt` installs it"
+    ), proc.stdout + proc.stderr
     for path in [*ROOT.glob("grader/*.py"), *ROOT.glob("shared/*.py"), ROOT / "conftest.py",
                  *ROOT.glob("stages/*/tests/**/*.py"), *ROOT.glob("stages/*/s*/*.py")]:  # fmt: skip
         if path.name in ("show.py", "figures.py"):
