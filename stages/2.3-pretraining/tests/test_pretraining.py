@@ -10,7 +10,7 @@ Reference numerics:
   * param_groups: the rule "decay exactly the >= 2-D weights that no nn.Embedding owns";
   * clip_grad_norm: ``torch.nn.utils.clip_grad_norm_``;
   * train_step: the same step done with plain torch (one backward over the concatenated
-    micro-batches, ``torch.optim.SGD``, ``torch.nn.utils.clip_grad_norm_``);
+    micro-batches, plain SGD (p -= lr * grad), ``torch.nn.utils.clip_grad_norm_``);
   * checkpoints and the loop: an uninterrupted run compared bit for bit with an interrupted and
     resumed one (on the CPU, the same operations in the same order give the same bits).
 """
@@ -82,6 +82,66 @@ def repeated_corpus(n: int = 512) -> np.ndarray:
     """A tiny corpus that repeats one 12-token sentence: a model can learn it completely."""
     sentence = [1, 5, 3, 9, 2, 7, 7, 4, 11, 6, 0, 13]
     return np.array((sentence * (n // len(sentence) + 1))[:n], dtype=np.uint16)
+
+
+class PlainSGD:
+    """Plain SGD, p -= lr * grad, with the interface your code uses (param_groups, step, zero_grad).
+
+    The checks use these small optimizers instead of torch.optim because torch.optim's first step
+    imports torch._dynamo, which costs seconds; your code cannot tell the difference.
+    """
+
+    def __init__(self, params: object, lr: float) -> None:
+        self.param_groups: list[dict[str, object]] = [{"params": list(params), "lr": lr}]  # type: ignore[call-overload]
+        self.state: dict[object, dict[str, torch.Tensor]] = {}
+
+    def _params(self) -> list[nn.Parameter]:
+        return [p for g in self.param_groups for p in g["params"]]  # type: ignore[attr-defined]
+
+    @torch.no_grad()
+    def step(self) -> None:
+        for g in self.param_groups:
+            for p in g["params"]:  # type: ignore[attr-defined]
+                if p.grad is not None:
+                    self._update(p, float(g["lr"]))  # type: ignore[arg-type]
+
+    def _update(self, p: nn.Parameter, lr: float) -> None:
+        p.add_(p.grad, alpha=-lr)
+
+    def zero_grad(self, set_to_none: bool = True) -> None:
+        for p in self._params():
+            if set_to_none:
+                p.grad = None
+            elif p.grad is not None:
+                p.grad.zero_()
+
+    def state_dict(self) -> dict[str, object]:
+        index = {id(p): i for i, p in enumerate(self._params())}
+        return {
+            "state": {index[id(p)]: {k: v.clone() for k, v in st.items()} for p, st in self.state.items()},
+            "param_groups": [{**{k: v for k, v in g.items() if k != "params"}, "params": [index[id(p)] for p in g["params"]]}
+                             for g in self.param_groups],  # type: ignore[attr-defined]
+        }  # fmt: skip
+
+    def load_state_dict(self, sd: dict[str, object]) -> None:
+        params = self._params()
+        self.state = {params[int(i)]: {k: v.clone() for k, v in st.items()} for i, st in sd["state"].items()}  # type: ignore[attr-defined]
+        for g, saved in zip(self.param_groups, sd["param_groups"]):  # type: ignore[call-overload]
+            g.update({k: v for k, v in saved.items() if k != "params"})
+
+
+class PlainAdam(PlainSGD):
+    """Adam (Kingma & Ba, 2015) with bias correction, betas (0.9, 0.95), eps 1e-8: state per parameter."""
+
+    def _update(self, p: nn.Parameter, lr: float) -> None:
+        st = self.state.setdefault(p, {"step": torch.zeros(()), "exp_avg": torch.zeros_like(p), "exp_avg_sq": torch.zeros_like(p)})
+        st["step"] += 1
+        t = float(st["step"])
+        st["exp_avg"].mul_(0.9).add_(p.grad, alpha=0.1)
+        st["exp_avg_sq"].mul_(0.95).addcmul_(p.grad, p.grad, value=0.05)
+        m_hat = st["exp_avg"] / (1 - 0.9**t)
+        v_hat = st["exp_avg_sq"] / (1 - 0.95**t)
+        p.add_(m_hat / (v_hat.sqrt() + 1e-8), alpha=-lr)
 
 
 # ================================================================ Task 1: get_batch
@@ -307,6 +367,17 @@ def _groups(impl, model: nn.Module, wd: float) -> list[dict[str, object]]:
     return groups
 
 
+def _cheap_optimizer_construction() -> None:
+    """Constructing a torch.optim optimizer imports torch._dynamo (seconds) only to wrap add_param_group
+    for torch.compile, which these checks never use: mark the wrapper as resolved. Harmless if torch changes."""
+    fn = getattr(torch.optim.Optimizer.add_param_group, "__wrapped__", None)
+    if fn is not None and not hasattr(fn, "__dynamo_disable"):
+        try:
+            setattr(fn, "__dynamo_disable", fn)
+        except (AttributeError, TypeError):
+            pass
+
+
 @pytest.mark.points(2)
 def test_parameter_groups_decay_only_weight_matrices(impl) -> None:
     """weight decay applies exactly to the >= 2-D weights: never to biases, LayerNorm or embeddings"""
@@ -353,6 +424,7 @@ def test_parameter_groups_hold_every_trainable_parameter_once(impl) -> None:
     check(not extra, f"parameters that should be in no group: {extra} (frozen parameters, requires_grad=False, are not optimised)")
     wds = sorted({float(g.get("weight_decay", -1.0)) for g in groups})
     check(wds == [0.0, 0.1], f"the groups' weight_decay values are {wds}; expected exactly [0.0, 0.1] (param_groups(model, 0.1))")
+    _cheap_optimizer_construction()
     opt = impl.make_optimizer(model, 3e-4, 0.1, (0.9, 0.95))
     check(isinstance(opt, torch.optim.AdamW), f"make_optimizer must return a torch.optim.AdamW, got {type(opt).__name__}")
     lrs = {g["lr"] for g in opt.param_groups}
@@ -429,7 +501,7 @@ def _reference_steps(model: nn.Module, steps: list[list[tuple[torch.Tensor, torc
                      *, scale: float = 1.0, keep_grads: bool = False) -> nn.Module:  # fmt: skip
     """Plain-torch SGD steps: each step one backward over its micro-batches concatenated (the mean loss)."""
     ref = copy.deepcopy(model)
-    opt = torch.optim.SGD(ref.parameters(), lr=lr)
+    opt = PlainSGD(ref.parameters(), lr=lr)
     for micro in steps:
         x = torch.cat([b[0] for b in micro])  # (k*B, T)
         y = torch.cat([b[1] for b in micro])  # (k*B, T)
@@ -461,7 +533,7 @@ def test_gradient_accumulation_equals_one_big_batch(impl) -> None:
     micro = _micro_batches(3)
     ref = _reference_steps(model, [micro], lr=0.5, clip=0.0)
     mine = copy.deepcopy(model)
-    opt = torch.optim.SGD(mine.parameters(), lr=123.0)  # train_step(lr=0.5) must set it
+    opt = PlainSGD(mine.parameters(), lr=123.0)  # train_step(lr=0.5) must set it
     loss = impl.train_step(mine, opt, micro, lr=0.5, grad_clip=0.0)
     with torch.no_grad():
         expected_loss = float(np.mean([float(model(x, y)[1]) for x, y in micro]))
@@ -484,7 +556,7 @@ def test_consecutive_steps_start_from_zero_gradients(impl) -> None:
     steps[1] = [(steps[1][0][1], steps[1][0][0])]  # a different batch for the second step
     ref = _reference_steps(model, steps, lr=0.3, clip=0.0)
     mine = copy.deepcopy(model)
-    opt = torch.optim.SGD(mine.parameters(), lr=0.3)
+    opt = PlainSGD(mine.parameters(), lr=0.3)
     for micro in steps:
         impl.train_step(mine, opt, micro, lr=0.3, grad_clip=0.0)
     check_close(
@@ -503,7 +575,7 @@ def test_train_step_clips_before_the_update(impl) -> None:
     micro = _micro_batches(2)
     ref = _reference_steps(model, [micro], lr=1.0, clip=0.05)
     mine = copy.deepcopy(model)
-    opt = torch.optim.SGD(mine.parameters(), lr=1.0)
+    opt = PlainSGD(mine.parameters(), lr=1.0)
     impl.train_step(mine, opt, micro, lr=1.0, grad_clip=0.05)
     check_close(
         _flat(mine), _flat(ref), what="parameters after train_step(grad_clip=0.05) (SGD, lr 1)", atol=1e-6,
@@ -518,7 +590,7 @@ def test_train_step_on_every_device_and_precision(impl, setting) -> None:
     micro = _micro_batches(2)
     ref = _reference_steps(model, [micro], lr=0.1, clip=1.0)
     mine = setting.module(copy.deepcopy(model))
-    opt = torch.optim.SGD(mine.parameters(), lr=0.1)
+    opt = PlainSGD(mine.parameters(), lr=0.1)
     scaler = torch.amp.GradScaler(setting.device, enabled=setting.amp == "float16")
     batches = [(setting.tensor(x), setting.tensor(y)) for x, y in micro]
     impl.train_step(mine, opt, batches, lr=0.1, grad_clip=1.0, amp_dtype=setting.amp_dtype, scaler=scaler)
@@ -530,7 +602,7 @@ def test_train_step_on_every_device_and_precision(impl, setting) -> None:
 # ================================================================ Task 7: checkpoints
 
 
-def _plain_steps(model: nn.Module, opt: torch.optim.Optimizer, gen: torch.Generator, n: int) -> None:
+def _plain_steps(model: nn.Module, opt: PlainSGD, gen: torch.Generator, n: int) -> None:
     """n AdamW steps on batches drawn from ``gen``, with dropout drawing from torch's global RNG."""
     data = torch.from_numpy(repeated_corpus(200).astype(np.int64))
     model.train()
@@ -544,16 +616,16 @@ def _plain_steps(model: nn.Module, opt: torch.optim.Optimizer, gen: torch.Genera
         opt.zero_grad(set_to_none=True)
 
 
-def _fresh(seed: int) -> tuple[TinyLM, torch.optim.Optimizer]:
+def _fresh(seed: int) -> tuple[TinyLM, PlainAdam]:
     model = tiny_model(seed)
-    return model, torch.optim.AdamW(model.parameters(), lr=1e-2)
+    return model, PlainAdam(model.parameters(), lr=1e-2)
 
 
 CONFIG = {"vocab_size": V, "d_model": D, "block_size": BLOCK}
 TOKENIZER = '{"merges": [], "special_tokens": {"<|endoftext|>": 16}}'
 
 
-def _save(impl, path: Path, model: nn.Module, opt: torch.optim.Optimizer, step: int, gen: torch.Generator) -> None:
+def _save(impl, path: Path, model: nn.Module, opt: PlainSGD, step: int, gen: torch.Generator) -> None:
     impl.save_checkpoint(path, model, opt, step, CONFIG, TOKENIZER, {"batch_size": 4}, gen)
 
 
@@ -654,7 +726,7 @@ def _cfg(impl, **kw: object):  # type: ignore[no-untyped-def]
 
 def _run(impl, cfg, model: nn.Module, start: int = 0, gen_seed: int = 3, stop_after: int | None = None,
          logs: list | None = None, data: dict | None = None):  # type: ignore[no-untyped-def]  # fmt: skip
-    opt = torch.optim.AdamW(model.parameters(), lr=cfg.max_lr, weight_decay=0.0)
+    opt = PlainAdam(model.parameters(), lr=cfg.max_lr)
     gen = torch.Generator().manual_seed(gen_seed)
     data = data or {"train": repeated_corpus(600), "val": repeated_corpus(120)}
     seen: list = logs if logs is not None else []
@@ -725,7 +797,7 @@ def test_interrupted_and_resumed_training_is_bit_identical(impl, tmp_path: Path)
 
     model2 = tiny_model(9)
     torch.manual_seed(99)
-    opt2 = torch.optim.AdamW(model2.parameters(), lr=cfg.max_lr, weight_decay=0.0)
+    opt2 = PlainAdam(model2.parameters(), lr=cfg.max_lr)
     gen2 = torch.Generator().manual_seed(99)
     ckpt = impl.load_checkpoint(path, model2, opt2, gen2)
     data = {"train": repeated_corpus(600), "val": repeated_corpus(120)}
