@@ -69,7 +69,7 @@ def grade(session: nox.Session) -> None:
 
 @nox.session(python=False)
 def doctor(session: nox.Session) -> None:
-    """Report on this machine's Python, torch build, CUDA / MPS, autocast and profiler: nox -s doctor [-- --json PATH]."""
+    """Report on this machine's Python, torch build, CUDA / MPS, autocast and profiler: nox -s doctor [-- --verbose] [--json PATH]."""
     session.run(sys.executable, "-m", "grader.doctor", *session.posargs, external=True, env={"PYTHONPATH": str(ROOT)})
 
 

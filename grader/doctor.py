@@ -293,6 +293,15 @@ def install_command(system: str | None = None, machine: str | None = None, nvidi
     return f"python -m pip install torch --index-url {WHEEL_INDEX}/cpu"
 
 
+def upgrade_torch() -> str:
+    """The fix "upgrade torch", as this machine's install command (a bare ``pip install --upgrade torch``
+    on Linux would swap a CPU build for PyPI's CUDA one)."""
+    cmd = install_command()
+    if not cmd.startswith("python -m pip install torch"):
+        return f"upgrade torch: {cmd}"
+    return "upgrade torch: " + cmd.replace("python -m pip install torch", "python -m pip install --upgrade torch", 1)
+
+
 def check_torch(ctx: Context) -> list[Row]:
     if ctx.torch is None:
         return [Row("PyTorch", "torch imports", "fail", ctx.torch_error or "not installed",
@@ -302,8 +311,7 @@ def check_torch(ctx: Context) -> list[Row]:
     ver = torch.__version__
     rows = []
     if spec and not version_satisfies(ver, spec):
-        rows.append(Row("PyTorch", "torch version", "fail", f"{ver}; the course needs {spec}",
-                        f'python -m pip install --upgrade "torch{spec}"'))
+        rows.append(Row("PyTorch", "torch version", "fail", f"{ver}; the course needs {spec}", upgrade_torch()))
     else:
         rows.append(Row("PyTorch", "torch version", "pass", ver + (f" (needs {spec})" if spec else "")))
     rows.append(torch_build_row(torch, nvidia_gpu_visible()))
@@ -501,7 +509,7 @@ def _autocast_row(torch: Any, device: str, dtype: Any, needed: bool) -> Row:
     if ok:
         return Row("Autocast", name, "pass", info)
     return Row("Autocast", name, "fail" if needed else "warn", info,
-               "upgrade torch (python -m pip install --upgrade torch)")
+               upgrade_torch())
 
 
 def run_scaler_step(torch: Any, device: str) -> tuple[bool, str]:
@@ -554,7 +562,7 @@ def check_grad_scaler(ctx: Context) -> list[Row]:
         def row(d: str = device, n: str = name) -> Row:
             ok, info = run_scaler_step(torch, d)
             return Row("GradScaler", n, "pass" if ok else "fail", info,
-                       "" if ok else "upgrade torch (python -m pip install --upgrade torch)")
+                       "" if ok else upgrade_torch())
 
         rows.append(_guarded("GradScaler", name, row))
     return rows
@@ -602,7 +610,7 @@ def check_sdpa(ctx: Context) -> list[Row]:
             def row(d: str = device, b: str = backend, n: str = name) -> Row:
                 status, info = run_sdpa(torch, d, b)
                 if status == "fail" or (status == "absent" and b == "MATH"):  # math must run everywhere
-                    return Row("Attention", n, "fail", info, "upgrade torch (python -m pip install --upgrade torch)")
+                    return Row("Attention", n, "fail", info, upgrade_torch())
                 return Row("Attention", n, status, info)
 
             rows.append(_guarded("Attention", name, row))
@@ -672,7 +680,7 @@ def check_profiler(ctx: Context) -> list[Row]:
     ok = bool(names & {"aten::mm", "aten::matmul"})
     return [Row("Profiler", f"torch.profiler ({device})", "pass" if ok else "fail",
                 f"{len(names)} operators recorded" + ("" if ok else "; aten::mm missing" + names_detail),
-                "" if ok else "upgrade torch (python -m pip install --upgrade torch)")]
+                "" if ok else upgrade_torch())]
 
 
 def check_compile(ctx: Context) -> list[Row]:

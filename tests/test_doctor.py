@@ -288,3 +288,10 @@ def test_json_written_atomically(tmp_path: Path, monkeypatch: pytest.MonkeyPatch
         doctor.write_json_atomic(path, {"a": 1})
     assert path.read_text(encoding="utf-8") == "old"  # the old report survives a failed write
     assert [p.name for p in tmp_path.iterdir()] == ["report.json"]  # no temp file left behind
+
+
+def test_upgrade_fix_keeps_the_build_of_this_machine(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(doctor, "install_command", lambda: "python -m pip install torch --index-url https://download.pytorch.org/whl/cpu")
+    assert doctor.upgrade_torch() == "upgrade torch: python -m pip install --upgrade torch --index-url https://download.pytorch.org/whl/cpu"
+    monkeypatch.setattr(doctor, "install_command", lambda: "none: torch >= 2.4 has no Intel-macOS wheels. ...")
+    assert doctor.upgrade_torch().startswith("upgrade torch: none:")

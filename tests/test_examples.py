@@ -103,3 +103,26 @@ def test_lesson_blocks_and_helpers() -> None:
 def test_shell_replays_a_session(capsys: pytest.CaptureFixture[str]) -> None:
     shell("x = [1,\n     2]   # a list\nx\n# a comment\nprint('hi')\nNone\n")
     assert capsys.readouterr().out == ">>> x = [1,\n...      2]   # a list\n>>> x\n[1, 2]\n>>> # a comment\n>>> print('hi')\nhi\n>>> None\n"
+
+
+def _suggested_demos() -> list[str]:
+    """Every `python stages/...py` command that a stage file's comment or docstring suggests."""
+    import re
+
+    found: set[str] = set()
+    for path in sorted((ROOT / "stages").glob("*/*/*.py")):
+        if path.parent.name in ("skeleton", "solution"):
+            found |= set(re.findall(r"python (stages/[\w.\-/]+\.py)", path.read_text(encoding="utf-8")))
+    return sorted(found)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("demo", _suggested_demos())
+def test_every_demo_a_comment_suggests_runs(demo: str) -> None:
+    """Run as written, from the repository root without PYTHONPATH (on the reference: the skeleton's raises)."""
+    path = ROOT / demo.replace("/skeleton/", "/solution/")
+    full = {k: v for k, v in os.environ.items() if not k.startswith("LLMFS_") and k != "PYTHONPATH"}
+    run = subprocess.run([sys.executable, str(path.relative_to(ROOT))], cwd=ROOT, env=full, capture_output=True,
+                         text=True, timeout=300)  # fmt: skip
+    assert run.returncode == 0, f"`python {demo}` (solution in place) failed:\n{run.stderr[-2000:]}"
+    assert run.stdout.strip()
