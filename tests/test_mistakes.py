@@ -134,10 +134,12 @@ def test_mistake_names_are_unique_per_stage() -> None:
     assert len(seen) == len(set(seen))
 
 
-def figures(tmp: str) -> dict[str, int]:
-    """The issue's figures over both catalogues."""
+def figures(tmp: str, stages: list[str] | None = None) -> dict[str, int]:
+    """The issue's figures over both catalogues (of ``stages``, default all)."""
     n = {"mistakes": 0, "caught": 0, "named correctly": 0, "named wrongly": 0, "correct files": 0, "full marks": 0}
     for stage in sorted({m.stage for m in MISTAKES} | {f.stage for f in FILES}):
+        if stages and stage not in stages:
+            continue
         graded = _graded(stage, tmp)
         items = [(m.name, m.hint) for m in MISTAKES if m.stage == stage] + [(f.key, f.expect) for f in BAD_FILES if f.stage == stage]
         for key, expect in items:
@@ -160,12 +162,12 @@ def figures(tmp: str) -> dict[str, int]:
 
 
 if __name__ == "__main__":
-    # python -m tests.test_mistakes [DIR]: DIR keeps each stage's graded JSON (reused when present).
+    # python -m tests.test_mistakes [DIR [STAGE...]]: DIR keeps each stage's graded JSON (reused when present).
     import tempfile
 
     if len(sys.argv) > 1:
         Path(sys.argv[1]).mkdir(parents=True, exist_ok=True)
-        print(json.dumps(figures(sys.argv[1]), indent=1))
+        print(json.dumps(figures(sys.argv[1], sys.argv[2:] or None), indent=1))
     else:
         with tempfile.TemporaryDirectory() as d:
             print(json.dumps(figures(d), indent=1))

@@ -228,6 +228,9 @@ def test_init_and_parameter_count(impl) -> None:
             check(isinstance(lin, nn.Linear) and tuple(lin.weight.shape) == (16, 16),
                   f"`{name}` must be nn.Linear(d_model, d_model) (all heads side by side), got {lin!r}")
             check((lin.bias is not None) == bias, f"{name} has bias={lin.bias is not None}, expected bias={bias}")
+        check(getattr(mine, "use_sdpa", None) is False and isinstance(getattr(mine, "dropout", None), nn.Dropout),
+              "MultiHeadAttention(16, 4) should keep use_sdpa (False by default) and have dropout = nn.Dropout(dropout);"
+              f" got use_sdpa={getattr(mine, 'use_sdpa', None)!r}, dropout={getattr(mine, 'dropout', None)!r}")
         ref = nn.MultiheadAttention(16, 4, batch_first=True, bias=bias)
         n_mine = sum(p.numel() for p in mine.parameters())
         n_ref = sum(p.numel() for p in ref.parameters())

@@ -609,6 +609,33 @@ def _force(model: nn.Module, token: int) -> None:
         head.bias[token] = 10.0
 
 
+def test_transformer_init_and_shared_positions(impl) -> None:
+    """Transformer: one SinusoidalPositionalEncoding `pos` with the config's dropout, every matrix Xavier-uniform"""
+    cfg = impl.TransformerConfig(src_vocab_size=40, tgt_vocab_size=48, d_model=64, n_heads=4, n_encoder_layers=1,
+                                 n_decoder_layers=1, d_ff=128, dropout=0.25, norm_first=True, max_len=16)
+    torch.manual_seed(0)
+    model = impl.Transformer(cfg)
+    pos = getattr(model, "pos", None)
+    check(pos is not None and type(pos).__name__ == "SinusoidalPositionalEncoding",
+          f"Transformer.pos must be one SinusoidalPositionalEncoding shared by both sides, got {type(pos).__name__}")
+    check(getattr(getattr(pos, "dropout", None), "p", None) == 0.25,
+          f"Transformer.pos must use the config's dropout (0.25), got {getattr(getattr(pos, 'dropout', None), 'p', None)}")
+    # Xavier-uniform (as torch.nn.Transformer): U(-a, a) with a = sqrt(6 / (fan_in + fan_out)), so std = a / sqrt(3).
+    # nn.Linear's own default has a = 1 / sqrt(fan_in) and nn.Embedding's is N(0, 1): both far from it here.
+    bad = []
+    for name, w in model.named_parameters():
+        if w.dim() != 2 or w.numel() < 1024:
+            continue
+        fan_out, fan_in = w.shape
+        a = math.sqrt(6.0 / (fan_in + fan_out))
+        std = float(w.detach().std())
+        if float(w.detach().abs().max()) > a * 1.0001 or not 0.8 * a / math.sqrt(3) < std < 1.2 * a / math.sqrt(3):
+            bad.append(f"{name} {tuple(w.shape)}: max |w| {float(w.detach().abs().max()):.3g}, std {std:.3g};"
+                       f" Xavier-uniform: max {a:.3g}, std {a / math.sqrt(3):.3g}")
+    check(not bad, "these matrices are not Xavier-uniform initialised (nn.init.xavier_uniform_ on every parameter with"
+          " dim() > 1, after building the model):\n  " + "\n  ".join(bad[:6]))
+
+
 def test_greedy_stops_at_eos_and_length_limit(impl) -> None:
     """greedy_decode starts with BOS, stops at EOS, and never returns more than max_len tokens"""
     model = _tiny_model(impl)
