@@ -305,11 +305,11 @@ def show_stage(stage: Stage, version: str, out_dir: Path) -> tuple[list[Path], b
     if figures is None:
         print(f"stage {stage.id}: no figures yet")
         return [], True
+    print(f"stage {stage.id} ({version}):", flush=True)
     yours = _load_module(stage, reference=False)
     reference: ModuleType | Problem | None = None
     paths: list[Path] = []
     ok = True
-    lines: list[str] = []
     for figure in figures:
         mine = compute(figure, yours)
         panels: list[tuple[str, dict[str, Any] | Problem]]
@@ -337,12 +337,9 @@ def show_stage(stage: Stage, version: str, out_dir: Path) -> tuple[list[Path], b
             note = f"  - yours: {mine.text}" if version == "skeleton" else f"  - {mine.text}"
         elif drawing_problems:
             note = f"  - {drawing_problems[0]}"
-        lines.append(f"  {_rel(path)}{note}")
+        print(f"  {_rel(path)}{note}", flush=True)  # as each is written: 1.6 trains for a few seconds first
     seconds, cpu = time.perf_counter() - start, time.process_time() - cpu_start
-    print(f"stage {stage.id}: {len(paths)} figure{'s' * (len(paths) != 1)} ({version}) in {seconds:.1f} s"
-          f" ({cpu:.1f} s of CPU)")  # fmt: skip
-    for line in lines:
-        print(line)
+    print(f"  {len(paths)} figure{'s' * (len(paths) != 1)} in {seconds:.1f} s ({cpu:.1f} s of CPU)")
     return paths, ok
 
 
