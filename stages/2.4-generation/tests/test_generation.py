@@ -435,10 +435,10 @@ def test_prefill_matches_the_model(impl) -> None:
                 lambda: logits_with_rows(model, ids, range(1, 10)),
         })  # fmt: skip
     check(cache.length == 9, f"after the prefill of 9 tokens the cache must hold 9 positions, got {cache.length}")
-    for i in range(len(model.blocks)):
+    for i in range(len(model.blocks)):  # (B, nh, P, hs); a preallocated buffer may hold more positions than P
         k, v = cache.keys[i], cache.values[i]
-        check(k is not None and tuple(k.shape) == (2, 4, 9, 8) and v is not None and tuple(v.shape) == (2, 4, 9, 8),
-              f"layer {i}'s cached keys and values must be (B, nh, T, hs) = (2, 4, 9, 8); got {describe(k)} and {describe(v)}")  # fmt: skip
+        ok = all(x is not None and x.dim() == 4 and tuple(x.shape[:2]) == (2, 4) and x.size(2) >= 9 and x.size(3) == 8 for x in (k, v))
+        check(ok, f"layer {i}'s cached keys and values must be (B, nh, T, hs) = (2, 4, 9, 8); got {describe(k)} and {describe(v)}")
 
 
 def _step_mistakes(model: nn.Module, ids: torch.Tensor, T0: int) -> dict[str, Callable[[], torch.Tensor]]:
@@ -474,7 +474,7 @@ def test_cached_steps_match_the_uncached_model(impl) -> None:
             check(cache.length == t + 1, f"after feeding the token at position {t} the cache must hold {t + 1} positions, got"
                   f" {cache.length} (it must grow by exactly one position per step)")  # fmt: skip
             k = cache.keys[len(model.blocks) - 1]
-            check(k is not None and k.size(2) == t + 1, f"the last layer's cached keys must cover {t + 1} positions, got {describe(k)}")
+            check(k is not None and k.size(2) >= t + 1, f"the last layer's cached keys must cover {t + 1} positions, got {describe(k)}")
             got.append(out[:, -1])
         check_close(torch.stack(got), full[:, T0 - 1 :].transpose(0, 1),
                     what=f"the logits after the {T0}-token prefill and each of {T - T0} cached steps (steps, B, V)", reference="GPT.forward on the whole prefix",
@@ -557,8 +557,8 @@ def test_greedy_generation_cached_equals_uncached(impl) -> None:
 def test_the_cache_feeds_one_token_per_step(impl) -> None:
     """with use_cache, the prompt is read once and then each step feeds only the newest token"""
     model = tiny_gpt(block_size=16)
-    seen: list[int] = []
-    hook = model.tok_emb.register_forward_hook(lambda m, inp, out: seen.append(int(inp[0].size(1))))
+    seen: list[int] = []  # the first layer's query projection sees every token a forward processes
+    hook = model.blocks[0].attn.q_proj.register_forward_hook(lambda m, inp, out: seen.append(int(inp[0].size(1))))
     try:
         with torch.no_grad():
             impl.generate(model, torch.randint(0, 40, (1, 5)), 8, temperature=0.0, use_cache=True)
@@ -568,7 +568,7 @@ def test_the_cache_feeds_one_token_per_step(impl) -> None:
     hint = ""
     if seen == list(range(5, 13)):
         hint = "\n  Likely mistake: use_cache is ignored: every step runs the whole sequence again"
-    check(seen == expected, f"tokens fed to model.tok_emb per forward while generating 8 tokens from a 5-token prompt with the cache:"
+    check(seen == expected, f"tokens through the first layer's attention per forward while generating 8 tokens from a 5-token prompt with the cache:"
           f" expected {expected}, got {seen}{hint}")  # fmt: skip
 
 
