@@ -227,3 +227,9 @@ def test_the_default_corpus_is_the_standard_library_in_a_fixed_order() -> None:
     assert names == sorted(names) and all(n.endswith(".py") and "test" not in n.split("/")[:-1] for n in names)
     train, val = corpus.split_documents(a)
     assert train and val and len(train) + len(val) == len(a.documents)
+
+
+def test_bench_compares_with_the_torch_nn_reference(home: Path, capsys) -> None:  # noqa: ARG001 (home: env restored)
+    code = train_cli.main([*BASE, "--bench", "--bench-repeats", "1"])
+    out = capsys.readouterr().out
+    assert code == 0 and "torch.nn GPT" in out and "time ratio yours / reference: median" in out, out
