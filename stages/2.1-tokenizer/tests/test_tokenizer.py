@@ -12,12 +12,10 @@ Every check uses small texts, so that a correct but naive ``train`` passes quick
 
 from __future__ import annotations
 
-import functools
 import importlib.util
 import json
 import sys
-from collections.abc import Callable, Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -25,7 +23,8 @@ from typing import Any
 import pytest
 import torch
 
-from shared.testing import GradingError, check, check_close, expect_raises, fail
+from shared.hints import encode as hint_lines
+from shared.testing import check, check_close, covers, declare_parts, depends_on, expect_raises, fail, part_of
 
 
 def _load_reference() -> ModuleType:
@@ -67,6 +66,22 @@ def _ids_of(pairs: Sequence[tuple[bytes, bytes]]) -> list[tuple[int, int]]:
 
 HAND_MERGES = _ids_of(HAND_MERGES_BYTES)
 
+# The part of the learner's code each named mistake lives in: a passing check that covers the part rules it out.
+declare_parts({
+    "ord() of each character": "text_to_ids", "UTF-16 instead of UTF-8": "text_to_ids",
+    "overlapping pairs counted once": "get_pair_counts", "each distinct pair counted once": "get_pair_counts",
+    "a merge that does not skip past a replaced pair": "merge", "merged from the right": "merge", "only the first occurrence merged": "merge",
+    "split on whitespace (str.split)": "pretokenize", "the whole text returned as one chunk": "pretokenize",
+    "the special tokens dropped from the pieces": "split_on_special", "special tokens not escaped": "split_on_special",
+    "the shorter special token matched first": "split_on_special",
+    "ties broken differently": "train's tie rule", "pre-split ignored: trained": "train's pre-split",
+    "special tokens left in the training text": "train's special tokens",
+    "merges applied in the wrong order": "encode's merge order", "greedy longest match": "encode's merge order",
+    "pre-split ignored: merges applied": "encode's pre-split",
+    "special token split into ordinary tokens": "encode's special tokens", "special token produced from ordinary text": "encode's special tokens",
+    "decode that crashes on a split multi-byte character": "decode", "each token decoded on its own": "decode",
+})  # fmt: skip
+
 
 # ----------------------------------------------------------------------------- helpers
 
@@ -107,7 +122,8 @@ def _match(got: Any, mistakes: Mapping[str, Any | Callable[[], Any]]) -> str | N
 
 
 def _likely(name: str | None) -> str:
-    return "" if name is None else f"\n  Likely mistake: {name} (your output matches what that mistake produces)."
+    """The "Likely mistake" line (and its data line, which the report reconciles across checks)."""
+    return "" if name is None else hint_lines([(name, part_of(name))])
 
 
 def check_merges(got: list[tuple[int, int]], expected: list[tuple[int, int]], *, what: str,
@@ -182,40 +198,6 @@ def upstream_note(impl: Any, parts: Sequence[str], what: str) -> str:
     return f"Note: {what} is built on {', '.join(broken)}, which fail{'s' if len(broken) == 1 else ''} {its}: fix that first."
 
 
-ALL_PARTS = ["text_to_ids", "build_vocab", "get_pair_counts", "merge", "pretokenize", "split_on_special"]
-ENCODE_PARTS = ["text_to_ids", "build_vocab", "merge", "pretokenize", "split_on_special"]
-
-
-def depends_on(parts: Sequence[str], what: str) -> Callable[[Callable[..., None]], Callable[..., None]]:
-    """Run a check inside ``built_on``: its failure names a broken building block when there is one."""
-
-    def decorate(fn: Callable[..., None]) -> Callable[..., None]:
-        @functools.wraps(fn)
-        def wrapper(*args: Any, **kwargs: Any) -> None:
-            with built_on(kwargs["impl"], parts, what):
-                fn(*args, **kwargs)
-
-        return wrapper
-
-    return decorate
-
-
-@contextmanager
-def built_on(impl: Any, parts: Sequence[str], what: str) -> Iterator[None]:
-    """A failure here whose cause is a broken building block says so, instead of repeating that block's hint."""
-    try:
-        yield
-    except NotImplementedError:
-        raise
-    except Exception as exc:  # the learner's error, or a failed check: only reworded when a building block is broken
-        note = upstream_note(impl, parts, what)
-        if not note or "Note:" in str(exc):
-            raise
-        first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        message = f"{first}\n  {note}" if isinstance(exc, AssertionError) else f"{what}: {type(exc).__name__}: {first}\n  {note}"
-        raise GradingError(message) from None
-
-
 def _train(impl: Any, text: str, vocab_size: int, specials: Sequence[str] = (EOT,)) -> Any:
     tok = impl.BPETokenizer.train(text, vocab_size, special_tokens=specials)
     check(isinstance(tok, impl.BPETokenizer), f"BPETokenizer.train must return a BPETokenizer, got {type(tok).__name__}")
@@ -238,6 +220,7 @@ def _train_mistakes(text: str, n: int, specials: Sequence[str] = (EOT,)) -> dict
 # ----------------------------------------------------------------------------- Task 1: bytes and ids
 
 
+@covers("text_to_ids")
 def test_text_to_ids_gives_utf8_bytes(impl) -> None:
     """text_to_ids gives the UTF-8 bytes of the text (ids 0..255)
 
@@ -255,6 +238,7 @@ def test_text_to_ids_gives_utf8_bytes(impl) -> None:
             fail(f"text_to_ids({text!r}): expected the UTF-8 bytes {expected}, got {got[:16]}" + hint)
 
 
+@covers("build_vocab")
 def test_build_vocab_joins_the_bytes_of_each_merge(impl) -> None:
     """build_vocab: single bytes, each merge's parts joined, special tokens as UTF-8
 
@@ -274,6 +258,7 @@ def test_build_vocab_joins_the_bytes_of_each_merge(impl) -> None:
 # ----------------------------------------------------------------------------- Task 2: pair counts
 
 
+@covers("get_pair_counts")
 def test_pair_counts_count_every_adjacent_pair(impl) -> None:
     """get_pair_counts counts every adjacent pair, overlapping ones too
 
@@ -299,6 +284,7 @@ def test_pair_counts_count_every_adjacent_pair(impl) -> None:
 # ----------------------------------------------------------------------------- Task 3: one merge
 
 
+@covers("merge")
 @pytest.mark.points(2)
 def test_merge_replaces_each_pair_left_to_right(impl) -> None:
     """merge replaces each pair left to right: [7, 7, 7] -> [X, 7]
@@ -334,6 +320,7 @@ PRETOKENIZE_PROBES = [
 ]
 
 
+@covers("pretokenize")
 def test_pretokenize_matches_gpt2(impl) -> None:
     """pretokenize splits text into GPT-2's chunks
 
@@ -352,6 +339,7 @@ def test_pretokenize_matches_gpt2(impl) -> None:
                  f"  got      {got}{joined}" + _likely(_match(got, mistakes)))  # fmt: skip
 
 
+@covers("split_on_special")
 def test_split_on_special_keeps_each_special_token_whole(impl) -> None:
     """split_on_special keeps each special token whole, longest first
 
@@ -377,7 +365,7 @@ def test_split_on_special_keeps_each_special_token_whole(impl) -> None:
 # ----------------------------------------------------------------------------- Task 5: train
 
 
-@depends_on(ALL_PARTS, "train")
+@depends_on("text_to_ids", "build_vocab", "get_pair_counts", "merge", "pretokenize", "split_on_special", "train's tie rule", "train's pre-split", "train's special tokens")
 @pytest.mark.points(2)
 def test_train_reproduces_the_worked_example(impl) -> None:
     """train and encode reproduce the lesson's worked example exactly
@@ -396,7 +384,8 @@ def test_train_reproduces_the_worked_example(impl) -> None:
               upstream=note)  # fmt: skip
 
 
-@depends_on(ALL_PARTS, "train")
+@covers("train's tie rule")
+@depends_on("text_to_ids", "build_vocab", "get_pair_counts", "merge", "pretokenize", "split_on_special")
 @pytest.mark.points(2)
 def test_train_breaks_ties_by_the_smallest_pair(impl) -> None:
     """train breaks ties by the smallest pair (left id, right id)
@@ -418,10 +407,10 @@ def test_train_breaks_ties_by_the_smallest_pair(impl) -> None:
     try:
         check_merges(got_all[k], exp_all[k], what=f"train({text!r}, vocab_size={256 + n + 1})", upstream=note)
     except AssertionError as exc:
-        fail(str(exc) + ("\n  Likely mistake: ties broken differently: " + name + "." if name else ""))
+        fail(str(exc) + _likely(name and f"ties broken differently: {name}"))
 
 
-@depends_on(ALL_PARTS, "train")
+@depends_on("text_to_ids", "build_vocab", "get_pair_counts", "merge", "pretokenize", "split_on_special", "train's tie rule", "train's pre-split", "train's special tokens")
 def test_train_matches_the_reference_on_mixed_text(impl) -> None:
     """train learns the reference's 60 merges on a mixed text
 
@@ -433,7 +422,8 @@ def test_train_matches_the_reference_on_mixed_text(impl) -> None:
                  mistakes=_train_mistakes(text, 60), upstream=note)  # fmt: skip
 
 
-@depends_on(ALL_PARTS, "train")
+@covers("train's pre-split")
+@depends_on("text_to_ids", "build_vocab", "get_pair_counts", "merge", "pretokenize", "split_on_special")
 def test_train_never_merges_across_chunks(impl) -> None:
     """no learned merge crosses a pre-split chunk boundary
 
@@ -451,7 +441,8 @@ def test_train_never_merges_across_chunks(impl) -> None:
                  f"the chunks of pretokenize(text)" + (f"\n  {note}" if note else _likely(named)))  # fmt: skip
 
 
-@depends_on(ALL_PARTS, "train")
+@covers("train's special tokens")
+@depends_on("text_to_ids", "build_vocab", "get_pair_counts", "merge", "pretokenize", "split_on_special")
 def test_train_leaves_special_tokens_out(impl) -> None:
     """special tokens are cut out of the training text
 
@@ -472,7 +463,7 @@ def test_train_leaves_special_tokens_out(impl) -> None:
     check(tok.vocab.get(256 + n) == EOT.encode(), f"vocab[{256 + n}] should be the bytes of {EOT!r}, got {tok.vocab.get(256 + n)!r}")
 
 
-@depends_on(ALL_PARTS, "train")
+@depends_on("text_to_ids", "build_vocab", "get_pair_counts", "merge", "pretokenize", "split_on_special")
 def test_train_honours_vocab_size(impl) -> None:
     """train makes vocab_size - 256 - len(special_tokens) merges
 
@@ -489,7 +480,7 @@ def test_train_honours_vocab_size(impl) -> None:
     expect_raises(ValueError, impl.BPETokenizer.train, "abc", 256, what="BPETokenizer.train('abc', 256) (no room for the special token)")
 
 
-@depends_on(ALL_PARTS, "train")
+@depends_on("text_to_ids", "build_vocab", "get_pair_counts", "merge", "pretokenize", "split_on_special")
 def test_train_is_deterministic(impl) -> None:
     """training twice on the same text gives the same merges
 
@@ -508,7 +499,8 @@ def _encode_mistakes(text_list: Sequence[str], merges: Sequence[tuple[int, int]]
     return {name: (lambda v=v: [R.encode(t, merges, variant=v) for t in text_list]) for v, name in R.ENCODE_MISTAKES.items()}
 
 
-@depends_on(ENCODE_PARTS, "encode")
+@covers("encode's merge order", "encode's pre-split")
+@depends_on("text_to_ids", "build_vocab", "merge", "pretokenize", "split_on_special")
 @pytest.mark.points(2)
 def test_encode_applies_merges_by_rank(impl) -> None:
     """encode applies the merges lowest rank first (GPT-2's bpe)
@@ -527,7 +519,7 @@ def test_encode_applies_merges_by_rank(impl) -> None:
               vocab=_vocab_lookup(HAND_MERGES), upstream=note or (f"Likely mistake: {name}." if name else ""))  # fmt: skip
 
 
-@depends_on(ENCODE_PARTS, "encode")
+@depends_on("text_to_ids", "build_vocab", "merge", "pretokenize", "split_on_special")
 def test_encode_matches_gpt2_bpe_on_held_out_text(impl) -> None:
     """encode equals GPT-2's bpe() on a held-out text
 
@@ -540,7 +532,8 @@ def test_encode_matches_gpt2_bpe_on_held_out_text(impl) -> None:
               mistakes={k: (lambda f=f: f()[0]) for k, f in _encode_mistakes([held], merges).items()}, upstream=note)  # fmt: skip
 
 
-@depends_on(ENCODE_PARTS, "encode")
+@covers("encode's special tokens")
+@depends_on("text_to_ids", "build_vocab", "merge", "pretokenize", "split_on_special")
 @pytest.mark.points(2)
 def test_special_tokens_survive(impl) -> None:
     """special tokens: one id each when allowed, plain text otherwise
@@ -570,7 +563,8 @@ def test_special_tokens_survive(impl) -> None:
 # ----------------------------------------------------------------------------- Task 7: decode
 
 
-@depends_on(["build_vocab"], "decode")
+@covers("decode")
+@depends_on("build_vocab")
 @pytest.mark.points(2)
 def test_decode_turns_invalid_utf8_into_replacement_chars(impl) -> None:
     """decode joins the bytes first; invalid UTF-8 becomes U+FFFD
@@ -596,7 +590,7 @@ def test_decode_turns_invalid_utf8_into_replacement_chars(impl) -> None:
     expect_raises((ValueError, KeyError, IndexError), tok.decode, [259], what="decode([259]) (no such id)")
 
 
-@depends_on(ENCODE_PARTS, "encode")
+@depends_on("text_to_ids", "build_vocab", "merge", "pretokenize", "split_on_special", "decode", "encode's special tokens")
 @pytest.mark.points(2)
 def test_round_trip_on_random_strings(impl) -> None:
     """decode(encode(s)) == s for 300 seeded random strings
@@ -614,7 +608,7 @@ def test_round_trip_on_random_strings(impl) -> None:
                  + (f"\n  {note}" if note else ""))  # fmt: skip
 
 
-@depends_on(ALL_PARTS, "train and encode")
+@depends_on("text_to_ids", "build_vocab", "get_pair_counts", "merge", "pretokenize", "split_on_special", "train's pre-split", "encode's merge order")
 def test_compression_on_held_out_text(impl) -> None:
     """120 merges compress a held-out text to >= 1.9 bytes per token
 
@@ -631,7 +625,7 @@ def test_compression_on_held_out_text(impl) -> None:
 # ----------------------------------------------------------------------------- Task 8: a readable file
 
 
-@depends_on(["build_vocab"], "the tokenizer")
+@depends_on("build_vocab")
 @pytest.mark.points(2)
 def test_save_and_load_give_the_same_tokenizer(impl, tmp_path: Path) -> None:
     """save and load give back the same tokenizer, and the same file
@@ -664,7 +658,7 @@ def test_from_json_rejects_what_is_not_a_tokenizer(impl) -> None:
 # ----------------------------------------------------------------------------- devices
 
 
-@depends_on(ENCODE_PARTS, "encode")
+@depends_on("text_to_ids", "build_vocab", "merge", "pretokenize", "split_on_special")
 def test_ids_feed_an_embedding_on_every_device_and_precision(impl, setting) -> None:
     """encoded ids index an embedding table on this device / precision
 
