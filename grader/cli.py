@@ -268,7 +268,7 @@ def _main(argv: Sequence[str] | None = None) -> int:
                 warnings.append(f"{exc}; it could not be moved aside ({move.strerror or move}).")
     shared_changed, changed = integrity.modified(stages)
     if shared_changed:
-        warnings.append("the shared checking code (conftest.py, shared/, grader/child_plugin.py) differs from the released course: every result below is unofficial.")
+        warnings.append("the shared checking code (conftest.py, shared/, grader/child_plugin.py, grader/runner.py) differs from the released course: every result below is unofficial.")
     for sid in changed:
         folder = next(s for s in stages if s.id == sid).tests_dir.relative_to(ROOT)
         warnings.append(f"the course tests of stage {sid} were changed: its result is unofficial (`git checkout -- {folder}` restores them).")

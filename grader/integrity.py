@@ -79,7 +79,7 @@ def main(argv: list[str]) -> int:
         return 2
     shared_changed, changed = modified(list(STAGES))
     if shared_changed:
-        print("changed: the shared checking code (conftest.py, shared/, grader/child_plugin.py)")
+        print("changed: the shared checking code (conftest.py, shared/, grader/child_plugin.py, grader/runner.py)")
     for sid in changed:
         print(f"changed: the course tests of stage {sid}")
     if not shared_changed and not changed:
