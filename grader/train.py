@@ -197,12 +197,21 @@ def plot_loss(path: Path, metrics: dict[str, Any]) -> None:
     """The loss curve (training loss per step, validation at each estimate, the bigram line) as a PNG."""
     import logging
 
-    import matplotlib
+    previous = logging.root.manager.disable
+    logging.disable(logging.INFO)  # nox logs at DEBUG: keep matplotlib's start-up and font search quiet
+    try:
+        import matplotlib
 
-    logging.getLogger("matplotlib").setLevel(logging.WARNING)  # nox logs at DEBUG: keep font searches quiet
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
 
+        _draw(path, metrics, plt)
+    finally:
+        logging.disable(previous)
+
+
+def _draw(path: Path, metrics: dict[str, Any], plt: Any) -> None:
+    """Draw and write the figure (atomically: a temporary file, then a rename)."""
     hist = metrics["history"]
     fig, ax = plt.subplots(figsize=(7, 4), dpi=110)
     if hist:
@@ -427,6 +436,7 @@ def run_pretrain(state: RunState, pre: Any, console: Any, stop: Callable[[], boo
     peak = _peak_tflops(state.device, state.amp_dtype)
     window: list[tuple[float, int]] = []  # (time, tokens) of recent steps, for tokens/s
     last_val = {"text": "val -"}
+    every = max(1, cfg.max_steps // 40)
     t_start = time.perf_counter()
     t_prev = [t_start]
     progress = Progress(
@@ -453,8 +463,8 @@ def run_pretrain(state: RunState, pre: Any, console: Any, stop: Callable[[], boo
             ev["val_bpb"] = bits_per_byte(ev["val"], bpt)
             m["evals"].append(ev)
             last_val["text"] = f"val {ev['val']:.3f} ({ev['val_bpb']:.2f} bits/byte)"
-            if not console.is_terminal:
-                console.print(f"step {log.step}/{cfg.max_steps}: train {float(log.loss):.3f}, {last_val['text']}, {tps:,.0f} tokens/s{mfu}")
+        if not console.is_terminal and (log.val or int(log.step) % every == 0):  # a log file gets lines, not a bar
+            console.print(f"step {log.step}/{cfg.max_steps}: train {float(log.loss):.3f}, {last_val['text']}, {tps:,.0f} tokens/s{mfu}")
         progress.update(task, completed=int(log.step), info=f"loss {float(log.loss):.3f}  {last_val['text']}  {tps:,.0f} tok/s{mfu}")
 
     with progress:
