@@ -255,6 +255,9 @@ def _main(argv: Sequence[str] | None = None) -> int:
         if args.submission is None and not references_present(stages):
             args.deps = "mine"  # a learner copy without solutions (python -m grader.release)
             warnings.append("this copy of the course has no reference solutions: earlier stages are graded with your own (--deps mine).")
+    elif args.deps == "solution" and args.submission is None and not references_present(stages):
+        err.print("grade: --deps solution: this copy of the course has no reference solutions; use --deps mine", markup=False)
+        return EXIT_USAGE
     if args.version == "solution" and any(not s.module_path("solution").is_file() for s in stages):
         err.print("grade: --version solution: this copy of the course has no reference solutions", markup=False)
         return EXIT_USAGE
