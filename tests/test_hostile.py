@@ -285,3 +285,20 @@ def test_stage_limit_covers_every_restart(tmp_path: Path) -> None:
     assert any("used up its overall time limit of 20 s" in h for h in hints), hints
     assert elapsed < 20 + 15, elapsed  # one child's start-up of slack, not a fresh limit per restart
     assert "passed" not in {c["status"] for c in run.checks() if "sinusoidal" in c["name"]}
+
+
+def test_pytest_exit_and_xfail_in_checks_fail_them(tmp_path: Path) -> None:
+    repo = copy_repo(tmp_path / "repo")
+    s = SOLUTION.replace("    return table.to(torch.float32)", "    import pytest\n    pytest.exit('bye')\n    return table.to(torch.float32)")
+    s = s.replace(
+        "        return self.embedding(ids) * math.sqrt(self.d_model)",
+        "        import pytest\n        pytest.xfail('later')\n        return self.embedding(ids) * math.sqrt(self.d_model)",
+    )
+    stage_file(repo, "1.1", "skeleton").write_text(s)
+    run = run_grader(repo, "1.1", "-k", "table_matches_formula or token_embedding or odd_d_model")
+    by = {c["nodeid"].split("::")[1]: c for c in run.checks()}
+    assert by["test_table_matches_formula"]["status"] == "failed" and "pytest.exit" in by["test_table_matches_formula"]["hint"], by
+    assert by["test_token_embedding_scaled_by_sqrt_d_model"]["status"] == "failed", by
+    assert "xfail" in by["test_token_embedding_scaled_by_sqrt_d_model"]["hint"]
+    assert by["test_odd_d_model_raises"]["status"] == "passed"
+    assert run.returncode == 1
