@@ -255,11 +255,11 @@ CONFIGS = [  # (temperature, top_k, top_p)
 def test_next_token_probs_is_the_exact_filtered_distribution(impl) -> None:
     """next_token_probs: temperature, then top-k, then top-p, renormalised — exactly the filtered distribution"""
     logits = torch.randn(3, 9) * 1.5
+    rows = rows_of(logits)
     for T, k, p in CONFIGS:
         got = impl.next_token_probs(logits, T, k, p)
         what = f"next_token_probs(logits (3, 9), temperature={T}, top_k={k}, top_p={p})"
         check(isinstance(got, torch.Tensor) and tuple(got.shape) == (3, 9), f"{what}: expected probabilities of shape (3, 9), got {describe(got)}")
-        rows = rows_of(logits)
         expected = torch.tensor([ref_distribution(r, T, k, p) for r in rows], dtype=torch.float64)
         mistakes: dict[str, object] = {
             "the softmax (logits, not probabilities) was not taken": lambda: logits,
