@@ -28,5 +28,9 @@ with torch.no_grad():
     logits2, _ = model(ids2)
 print("largest change at positions 0-9:", (logits2 - logits)[:, :10].abs().max().item())
 print("largest change at position 10:  ", round((logits2 - logits)[:, 10].abs().max().item(), 4))
-print("out_proj std:", round(model.blocks[0].attn.out_proj.weight.std().item(), 5),
-      " q_proj std:", round(model.blocks[0].attn.q_proj.weight.std().item(), 5))
+print(
+    "out_proj std:",
+    round(model.blocks[0].attn.out_proj.weight.std().item(), 5),
+    " q_proj std:",
+    round(model.blocks[0].attn.q_proj.weight.std().item(), 5),
+)

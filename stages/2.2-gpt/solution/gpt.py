@@ -235,7 +235,9 @@ def load_gpt2_state_dict(model: GPT, state_dict: Mapping[str, torch.Tensor]) -> 
 
     def put(dst: torch.Tensor, src: torch.Tensor, name: str) -> None:
         if tuple(dst.shape) != tuple(src.shape):
-            raise ValueError(f"{name}: the model expects shape {tuple(dst.shape)}, the state dict gives {tuple(src.shape)}")
+            raise ValueError(
+                f"{name}: the model expects shape {tuple(dst.shape)}, the state dict gives {tuple(src.shape)}"
+            )
         dst.copy_(src)
 
     with torch.no_grad():

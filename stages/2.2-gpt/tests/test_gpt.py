@@ -72,7 +72,9 @@ def randomize(module: nn.Module) -> nn.Module:
     return module
 
 
-def torch_layer(activation: str = "gelu_tanh", d: int = D, d_ff: int = FF, bias: bool = True) -> nn.TransformerEncoderLayer:
+def torch_layer(
+    activation: str = "gelu_tanh", d: int = D, d_ff: int = FF, bias: bool = True
+) -> nn.TransformerEncoderLayer:
     layer = nn.TransformerEncoderLayer(
         d, H, dim_feedforward=d_ff, dropout=0.0, activation=ACTS[activation], batch_first=True, norm_first=True,
         bias=bias,
@@ -81,7 +83,12 @@ def torch_layer(activation: str = "gelu_tanh", d: int = D, d_ff: int = FF, bias:
 
 
 def block_ref(
-    layer: nn.TransformerEncoderLayer, x: torch.Tensor, *, causal: bool = True, norm_first: bool = True, act: str = "gelu_tanh"
+    layer: nn.TransformerEncoderLayer,
+    x: torch.Tensor,
+    *,
+    causal: bool = True,
+    norm_first: bool = True,
+    act: str = "gelu_tanh",
 ) -> torch.Tensor:
     """torch's layer math written out, with switches that reproduce named mistakes."""
     am = causal_mask(x.size(1), x.device) if causal else None
@@ -346,7 +353,9 @@ def test_block_size_overflow_is_a_clear_error(impl) -> None:
             f"GPT(ids (1, {BS + 1})) with block_size={BS} raised {type(exc).__name__}: {str(exc)[:160]}; expected a"
             " ValueError naming block_size, raised in GPT.forward before any work"
         )
-    fail(f"GPT(ids (1, {BS + 1})) with block_size={BS} returned {type(out).__name__}; expected ValueError naming block_size")
+    fail(
+        f"GPT(ids (1, {BS + 1})) with block_size={BS} returned {type(out).__name__}; expected ValueError naming block_size"
+    )
 
 
 # ---------------------------------------------------------------- Task 2: weight tying
@@ -416,9 +425,15 @@ def test_gpt2_initialisation(impl) -> None:
     ]
     for i in range(L):
         for name in ("attn.q_proj", "attn.k_proj", "attn.v_proj", "ff.linear1"):
-            checks.append((f"blocks.{i}.{name}.weight", _get(model, f"blocks.{i}.{name}.weight", "GPT"), 0.02, d, False))
-        checks.append((f"blocks.{i}.attn.out_proj.weight", _get(model, f"blocks.{i}.attn.out_proj.weight", "GPT"), res, d, True))
-        checks.append((f"blocks.{i}.ff.linear2.weight", _get(model, f"blocks.{i}.ff.linear2.weight", "GPT"), res, 4 * d, True))
+            checks.append(
+                (f"blocks.{i}.{name}.weight", _get(model, f"blocks.{i}.{name}.weight", "GPT"), 0.02, d, False)
+            )
+        checks.append(
+            (f"blocks.{i}.attn.out_proj.weight", _get(model, f"blocks.{i}.attn.out_proj.weight", "GPT"), res, d, True)
+        )
+        checks.append(
+            (f"blocks.{i}.ff.linear2.weight", _get(model, f"blocks.{i}.ff.linear2.weight", "GPT"), res, 4 * d, True)
+        )
     problems: list[str] = []
     for name, w, want, fan_in, residual in checks:
         w = w.detach().double()
@@ -433,8 +448,14 @@ def test_gpt2_initialisation(impl) -> None:
     for name, p in model.named_parameters():
         p = p.detach()
         if name.endswith(".bias") and "norm" not in name and "ln_f" not in name and float(p.abs().max()) > 0:
-            problems.append(f"{name}: expected all zeros, got max |b| = {float(p.abs().max()):.3g}. Likely mistake: Linear biases not zeroed.")
-        if ("norm" in name or name.startswith("ln_f")) and name.endswith("weight") and not torch.equal(p, torch.ones_like(p)):
+            problems.append(
+                f"{name}: expected all zeros, got max |b| = {float(p.abs().max()):.3g}. Likely mistake: Linear biases not zeroed."
+            )
+        if (
+            ("norm" in name or name.startswith("ln_f"))
+            and name.endswith("weight")
+            and not torch.equal(p, torch.ones_like(p))
+        ):
             problems.append(f"{name}: a LayerNorm gain must start at 1")
         if ("norm" in name or name.startswith("ln_f")) and name.endswith("bias") and float(p.abs().max()) > 0:
             problems.append(f"{name}: a LayerNorm shift must start at 0")
@@ -442,7 +463,9 @@ def test_gpt2_initialisation(impl) -> None:
         more = f"\n  ... and {len(problems) - 4} more" if len(problems) > 4 else ""
         fail(
             f"GPT({', '.join(f'{k}={v}' for k, v in INIT_CFG.items())}) right after construction, "
-            f"{len(problems)} tensors off GPT-2's initialisation (std within 10%):\n  " + "\n  ".join(problems[:4]) + more
+            f"{len(problems)} tensors off GPT-2's initialisation (std within 10%):\n  "
+            + "\n  ".join(problems[:4])
+            + more
         )
 
 
@@ -467,7 +490,10 @@ def test_parameter_count(impl) -> None:
         actual = sum(p.numel() for p in model.parameters())
         if actual != total:
             diff = actual - total
-            named = {V * D: f"{NOT_TIED}: the head is a second (V, d) matrix", V: "lm_head has a bias (GPT-2's has none)"}
+            named = {
+                V * D: f"{NOT_TIED}: the head is a second (V, d) matrix",
+                V: "lm_head has a bias (GPT-2's has none)",
+            }
             if not kw["bias"]:
                 named[3 * 4 * D] = "bias=False not passed on to MultiHeadAttention (its four projections keep biases)"
                 named[3 * (FF + D)] = "bias=False not passed on to FeedForward (linear1 and linear2 keep biases)"
@@ -478,7 +504,9 @@ def test_parameter_count(impl) -> None:
             )
         got_total, got_non = model.num_params(), model.num_params(non_embedding=True)
         if got_total != total:
-            named = {total + V * D: "the tied head counted twice (count each tensor once, e.g. over model.parameters())"}
+            named = {
+                total + V * D: "the tied head counted twice (count each tensor once, e.g. over model.parameters())"
+            }
             hint = f"\n  Likely mistake: {named[got_total]}." if got_total in named else ""
             fail(f"{what}.num_params() = {got_total}, expected {total}.{hint}")
         if got_non != non_emb:
