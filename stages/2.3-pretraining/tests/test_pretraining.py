@@ -20,7 +20,6 @@ from __future__ import annotations
 import copy
 import hashlib
 import math
-from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
