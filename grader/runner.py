@@ -95,6 +95,7 @@ class _ChildRun:
     returncode: int | None  # None: killed at the deadline
     output_tail: str
     wall: float = 0.0
+    early_import: str = ""  # a learner file imported before the checks were collected
 
 
 # ------------------------------------------------------------------ processes
@@ -376,6 +377,8 @@ def _run_child(targets: Sequence[str], opts: RunOptions, deadline_s: float, work
         elif kind == "collect-error":
             run.collect_errors.append(ev)
         elif run.collected is None:
+            if kind == "import-start":  # learner code ran before the list of checks was fixed
+                run.early_import = str(ev.get("path", "a stage file"))
             continue  # checks and imports only count after the collected list is fixed
         elif kind == "start":
             run.running = ev
@@ -517,6 +520,14 @@ def _grade_group(
                 sid = err.get("stage")
                 if sid in by_id:
                     results[sid].error = cap(f"the course tests in {err.get('path')} could not be loaded: {err.get('hint')}", 500)
+            if run.early_import and run.collected is not None:
+                # The list of checks must be fixed before any learner code runs; otherwise it cannot be trusted.
+                for s in g.stages:
+                    results[s.id].error = cap(
+                        f"{run.early_import} was imported while the checks were being collected, before the list of "
+                        "checks was fixed: the course tests must load stage files inside checks only (a course bug)", 500
+                    )
+                break
             if run.collected is None:
                 why = _death(run) if run.returncode not in (0, 1, 2, 3, 4, 5) else _last_line(run.output_tail)
                 for s in g.stages:

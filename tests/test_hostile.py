@@ -302,3 +302,14 @@ def test_pytest_exit_and_xfail_in_checks_fail_them(tmp_path: Path) -> None:
     assert "xfail" in by["test_token_embedding_scaled_by_sqrt_d_model"]["hint"]
     assert by["test_odd_d_model_raises"]["status"] == "passed"
     assert run.returncode == 1
+
+
+def test_learner_code_run_before_the_checks_are_fixed_is_not_trusted(tmp_path: Path) -> None:
+    repo = copy_repo(tmp_path / "repo")
+    stage_file(repo, "1.1", "skeleton").write_text(SOLUTION)
+    extra = repo / "stages/1.1-positional-embeddings/tests/test_zz_early.py"
+    extra.write_text('from shared.loader import load\n\n_early = load("1.1")\n\n\ndef test_nothing() -> None:\n    """a check"""\n')
+    run = run_grader(repo, "1.1", "-k", "odd_d_model")
+    stage = run.json["stages"][0]
+    assert stage["status"] == "error" and "while the checks were being collected" in stage["error"], stage
+    assert run.returncode == 1
