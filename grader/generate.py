@@ -97,6 +97,10 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         raise UsageError(f"--run must be a plain name (no slashes), got {args.run!r}")
     if "\x00" in args.prompt:
         raise UsageError("the prompt contains a NUL character")
+    try:
+        args.prompt.encode("utf-8")
+    except UnicodeEncodeError:
+        raise UsageError("the prompt is not valid text (it holds bytes that are not UTF-8)") from None
     return args
 
 
@@ -256,8 +260,8 @@ class TextStream:
             data = self.special[token_id].encode("utf-8")
         elif token_id in self.vocab:
             data = self.vocab[token_id]
-        else:  # a tokenizer without a vocab table: decode the one token (may split characters)
-            return str(self.tokenizer.decode([token_id]))
+        else:  # an id the tokenizer does not know (a model with a larger vocabulary than its tokenizer)
+            return "\ufffd"
         return self.decoder.decode(data)
 
     def flush(self) -> str:
@@ -307,7 +311,10 @@ def generate_text(
         if token is None:
             break
         n += 1
-        token_id = int(token.reshape(-1)[0])
+        try:
+            token_id = int(token.reshape(-1)[0])
+        except (AttributeError, TypeError, ValueError, RuntimeError, IndexError):
+            raise LearnerError(f"generate_stream (stage 2.4) yielded {type(token).__name__} {str(token)[:60]!r}; expected a (B,) tensor of token ids") from None
         if eos_id is not None and token_id == eos_id:
             ended = True
             break

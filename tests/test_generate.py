@@ -146,6 +146,7 @@ def test_text_stream_waits_for_the_rest_of_a_character() -> None:
 
     s = TextStream(Tok())
     assert s.piece(0) == "" and s.piece(1) == "é" and s.piece(2) == "a" and s.piece(3) == "<|endoftext|>"
+    assert s.piece(99) == "\ufffd"  # an id the tokenizer does not know
     assert s.piece(0) == "" and s.flush() == "\ufffd"  # a character left unfinished at the end: U+FFFD
 
 
