@@ -295,7 +295,10 @@ def generate_text(
     if max(ids) >= vocab_size:
         raise UsageError(f"the prompt encodes to token id {max(ids)}, beyond the model's vocab_size {vocab_size}: tokenizer and model disagree")
     x = torch.tensor([ids], dtype=torch.long, device=device)  # (1, T0)
-    gen = torch.Generator(device=device.type if device.type != "mps" else "cpu").manual_seed(opts.seed)
+    try:  # the generator lives where the probabilities are (torch.multinomial needs that)
+        gen = torch.Generator(device=device).manual_seed(opts.seed)
+    except RuntimeError:
+        gen = torch.Generator().manual_seed(opts.seed)
     stream = TextStream(tokenizer)
     write(prompt)
     tokens = call_learner(
