@@ -94,7 +94,7 @@ def main(stage_id: str, out_path: str) -> int:
             continue
         out[m.name] = _grade(stage_id, source.replace(m.old, m.new), m.check)
     for f in learner_files(stage_id):
-        out[f.key] = _grade(stage_id, f.path.read_text(encoding="utf-8"))
+        out[f.key] = _grade(stage_id, f.path.read_text(encoding="utf-8"), f.check)
     tmp = Path(out_path).with_suffix(".part")
     tmp.write_text(json.dumps(out, indent=1), encoding="utf-8")
     os.replace(tmp, out_path)

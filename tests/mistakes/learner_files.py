@@ -11,7 +11,8 @@ may name anything else), or::
 
     correct: einsum for the scores, a loop over the heads
 
-(correct code in another style: it must get full marks).
+(correct code in another style: it must get full marks). An optional ``check:`` line is a
+pytest -k expression limiting the checks run (as ``Mistake.check``), for slow stages.
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ class LearnerFile:
     mistake: str  # what is wrong ("" for a correct file)
     expect: str  # a substring the naming hint must contain (case-insensitive)
     correct: str  # how the correct file differs in style ("" for a mistake)
+    check: str = ""  # optional pytest -k expression: which checks to run
 
     @property
     def key(self) -> str:
@@ -45,7 +47,7 @@ def _meta(path: Path) -> dict[str, str]:
     out: dict[str, str] = {}
     for line in doc.splitlines():
         key, sep, value = line.partition(":")
-        if sep and key.strip() in ("mistake", "expect", "correct"):
+        if sep and key.strip() in ("mistake", "expect", "correct", "check"):
             out[key.strip()] = value.strip()
     return out
 
@@ -58,5 +60,5 @@ def learner_files(stage: str | None = None) -> list[LearnerFile]:
             continue
         for path in sorted(folder.glob("*.py")):
             m = _meta(path)
-            out.append(LearnerFile(sid, path, m.get("mistake", ""), m.get("expect", ""), m.get("correct", "")))
+            out.append(LearnerFile(sid, path, m.get("mistake", ""), m.get("expect", ""), m.get("correct", ""), m.get("check", "")))
     return out

@@ -12,7 +12,7 @@ import math
 import pytest
 import torch
 
-from shared.testing import check, check_close, expect_raises, fail, likely, raised
+from shared.testing import check, check_close, describe, expect_raises, fail, likely, raised
 
 POSITIONS_FROM_1 = "positions start at 1 (torch.arange(1, T + 1)) instead of 0: row 0 is never used"
 T_FROM_BATCH = "T read from x.size(0), the batch axis, instead of x.size(1)"
@@ -203,7 +203,8 @@ def test_learned_embedding_adds_rows_and_learns(impl) -> None:
     m = impl.LearnedPositionalEmbedding(d_model=6, max_len=10)
     emb = getattr(m, "embedding", None)
     check(isinstance(emb, torch.nn.Embedding) and tuple(emb.weight.shape) == (10, 6),
-          f"LearnedPositionalEmbedding(6, 10).embedding must be nn.Embedding(max_len, d_model) = (10, 6); got {emb!r}."
+          f"LearnedPositionalEmbedding(6, 10).embedding must be nn.Embedding(max_len, d_model) = (10, 6);"
+          f" got {describe(emb) if torch.is_tensor(emb) else repr(emb)[:120]}."
           " Stage 1.6 and Part 2 copy weights into .embedding.weight, so the name is part of the contract."
           + (likely("the learned table kept as a plain tensor, not an nn.Parameter (no gradient reaches it, it is not saved)")
              if torch.is_tensor(emb) and not isinstance(emb, torch.nn.Parameter) else "")
@@ -252,7 +253,8 @@ def test_token_embedding_scaled_by_sqrt_d_model(impl) -> None:
     emb = getattr(m, "embedding", None)
     check(isinstance(emb, torch.nn.Embedding) and tuple(emb.weight.shape) == (vocab, d),
           f"TokenEmbedding(11, 16) must keep its table as self.embedding = nn.Embedding(vocab_size, d_model), named `embedding`;"
-          f" got {emb!r}. Stage 1.6 (--deps mine) and Part 2 copy weights into .embedding.weight, so the name is part of the contract."
+          f" got {describe(emb) if torch.is_tensor(emb) else repr(emb)[:120]}. Stage 1.6 (--deps mine) and Part 2 copy weights"
+          " into .embedding.weight, so the name is part of the contract."
           + (likely("the nn.Embedding stored under another name than `embedding`")
              if emb is None and any(isinstance(c, torch.nn.Embedding) for c in m.children()) else ""))
     tables = [p for p in m.parameters() if tuple(p.shape) == (vocab, d)]
@@ -285,4 +287,6 @@ def test_positions_on_every_device_and_precision(impl, setting) -> None:
     setting.sync()
     check(got_sin.device.type == setting.device, f"output on {got_sin.device}, expected {setting.device}")
     check_close(got_sin.float().cpu(), x + formula(32, 16)[:9].float(), what=f"SinusoidalPositionalEncoding on {setting.id}", **setting.tol)
-    check_close(got_learned.float().cpu(), x + table.detach().float().cpu()[:9], what=f"LearnedPositionalEmbedding on {setting.id}", **setting.tol)
+    rows = table.detach().float().cpu()
+    check_close(got_learned.float().cpu(), x + rows[:9], what=f"LearnedPositionalEmbedding on {setting.id}", **setting.tol,
+                mistakes={POSITIONS_FROM_1: x + rows[1:10]})

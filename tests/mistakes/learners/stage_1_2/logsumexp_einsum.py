@@ -48,7 +48,7 @@ def scaled_dot_product_attention(
         row are all zeros (not NaN), and no warning is raised.
     """
     d_k = q.shape[-1]
-    scores = np.einsum('...qd,...kd->...qk', q, k) / np.sqrt(d_k)  # (..., Tq, d_k) @ (..., d_k, Tk) -> (..., Tq, Tk)
+    scores = np.einsum('...qd,...kd->...qk', q, k) / math.sqrt(d_k)  # (..., Tq, d_k) @ (..., d_k, Tk) -> (..., Tq, Tk)
     if mask is not None:
         scores = np.where(mask, -np.inf, scores)  # blocked: exp(-inf) = 0, so weight exactly 0
         empty = np.all(mask, axis=-1, keepdims=True)  # (..., Tq, 1): queries that may attend to no key

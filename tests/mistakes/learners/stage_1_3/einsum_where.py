@@ -43,7 +43,7 @@ def attention(
         applied to v (after dropout, as torch.nn.MultiheadAttention returns them).
     """
     d_k = q.size(-1)
-    scores = torch.einsum("...qd,...kd->...qk", q, k) * d_k**-0.5  # (..., Tq, Tk)
+    scores = torch.einsum("...qd,...kd->...qk", q, k) / math.sqrt(d_k)  # (..., Tq, Tk)
     if mask is not None:
         scores = torch.where(mask, torch.full_like(scores, float("-inf")), scores)
     weights = torch.softmax(scores, -1)  # (..., Tq, Tk): each query's weights over the keys sum to 1

@@ -1,6 +1,6 @@
 """A learner's Stage 1.6 file (greedy_with_where).
 
-correct: finished rows padded with torch.where, the loop bounded by range
+correct: finished rows padded with torch.where instead of masked_fill
 """
 
 from __future__ import annotations
@@ -438,9 +438,5 @@ def train_reverse(
     return model.eval(), test.to(device)
 
 
-if __name__ == "__main__":  # PYTHONPATH=. python stages/1.6-transformer-block/solution/transformer.py
-    model, test = train_reverse(log_every=50)
-    print(f"held-out exact match: {exact_match(model, test, test.flip(1)):.1%}")
-    out = greedy_decode(model, test[:4], max_len=test.size(1) + 2, bos_id=BOS, eos_id=EOS)
-    for s, o in zip(test[:4].tolist(), out.tolist(), strict=True):
-        print(f"{s} -> {o}")
+# The lesson's demo (train_reverse, exact_match, greedy_decode) runs with `nox -s example -- 1.6`
+# (stages/1.6-transformer-block/example.py), from the repository root or anywhere else.
