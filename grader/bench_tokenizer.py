@@ -75,7 +75,7 @@ def naive_train(text: str, vocab_size: int, special_tokens: Sequence[str] = (END
     for k in range(vocab_size - 256 - len(set(special_tokens))):
         counts: dict[Pair, int] = {}
         for w in words:
-            for pair in zip(w, w[1:]):
+            for pair in zip(w, w[1:], strict=False):
                 counts[pair] = counts.get(pair, 0) + 1
         if not counts:
             break

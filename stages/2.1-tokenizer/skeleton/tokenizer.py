@@ -15,7 +15,7 @@ Grade your work with:  nox -s grade -- 2.1
 
 from __future__ import annotations
 
-import json
+import json  # noqa: F401  (Task 8: to_json / from_json)
 import os
 import tempfile
 from collections import Counter  # noqa: F401  (Task 5: counting chunks)
@@ -73,7 +73,7 @@ def get_pair_counts(ids: Sequence[int], counts: dict[tuple[int, int], int] | Non
 
     With ``counts`` given, add to it (and return it) instead of starting from an empty dict.
     """
-    # TODO(Task 2): for each adjacent pair (ids[i], ids[i + 1]) add 1 to its count (zip(ids, ids[1:]) gives them).
+    # TODO(Task 2): for each adjacent pair (ids[i], ids[i + 1]) add 1 to its count (zip(ids, ids[1:], strict=False) gives them).
     raise NotImplementedError("Task 2: get_pair_counts")
 
 

@@ -77,7 +77,7 @@ def get_pair_counts(ids: Sequence[int], counts: dict[tuple[int, int], int] | Non
     With ``counts`` given, add to it (and return it) instead of starting from an empty dict.
     """
     counts = {} if counts is None else counts
-    for pair in zip(ids, ids[1:]):
+    for pair in zip(ids, ids[1:], strict=False):
         counts[pair] = counts.get(pair, 0) + 1
     return counts
 
@@ -237,7 +237,7 @@ class BPETokenizer:
         """One pre-tokenized chunk -> ids: merge the lowest-rank pair present until none is a merge."""
         ids = text_to_ids(chunk)
         while len(ids) >= 2:
-            pair = min(zip(ids, ids[1:]), key=lambda p: self.merges.get(p, float("inf")))
+            pair = min(zip(ids, ids[1:], strict=False), key=lambda p: self.merges.get(p, float("inf")))
             if pair not in self.merges:
                 break
             ids = merge(ids, pair, self.merges[pair])

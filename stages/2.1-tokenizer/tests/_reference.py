@@ -17,8 +17,8 @@ from __future__ import annotations
 
 import random
 from collections import Counter
-from functools import cache
 from collections.abc import Callable, Sequence
+from functools import cache
 
 import regex
 
@@ -139,7 +139,7 @@ def train(
     merges: list[Pair] = []
     for k in range(n_merges):
         counts: dict[Pair, int] = {}
-        for word, f in zip(words, freqs):
+        for word, f in zip(words, freqs, strict=True):
             for i in range(len(word) - 1):
                 counts[(word[i], word[i + 1])] = counts.get((word[i], word[i + 1]), 0) + f
         if not counts:
@@ -192,7 +192,7 @@ def encode_chunk(ids: list[int], ranks: dict[Pair, int], vocab: dict[int, bytes]
             ids = out
         return ids
     while len(ids) >= 2:
-        pairs = [p for p in zip(ids, ids[1:]) if p in ranks]
+        pairs = [p for p in zip(ids, ids[1:], strict=False) if p in ranks]
         if not pairs:
             break
         best = pairs[0] if variant == "leftmost" else min(pairs, key=ranks.__getitem__)
@@ -238,7 +238,7 @@ def make_text(seed: int, n_words: int) -> str:
     rng = random.Random(seed)
     weights = [1.0 / (r + 1) for r in range(len(WORDS))]
     out: list[str] = []
-    for k in range(n_words):
+    for _ in range(n_words):
         word = rng.choices(WORDS, weights)[0]
         if rng.random() < 0.08:
             word = word.capitalize()

@@ -107,7 +107,7 @@ def _merge_list(tok: Any, what: str) -> list[tuple[int, int]]:
 
 
 def _first_diff(a: Sequence[Any], b: Sequence[Any]) -> int:
-    return next((i for i, (x, y) in enumerate(zip(a, b)) if x != y), min(len(a), len(b)))
+    return next((i for i, (x, y) in enumerate(zip(a, b, strict=False)) if x != y), min(len(a), len(b)))
 
 
 def _match(got: Any, mistakes: Mapping[str, Any | Callable[[], Any]]) -> str | None:
@@ -355,9 +355,9 @@ def test_split_on_special_keeps_each_special_token_whole(impl) -> None:
             unescaped = "|".join(sorted(specials, key=len, reverse=True))
             mistakes = {
                 "the special tokens dropped from the pieces (split() without a group keeps no matches)": [p for p in expected if p not in specials],
-                "special tokens not escaped in the pattern (use re.escape / regex.escape: '|' means 'or')": lambda: [
+                "special tokens not escaped in the pattern (use re.escape / regex.escape: '|' means 'or')": lambda text=text, unescaped=unescaped: [
                     p for p in re.split(f"({unescaped})", text) if p],
-                "the shorter special token matched first (sort them longest first)": lambda: R.split_on_special(text, specials[:2]),
+                "the shorter special token matched first (sort them longest first)": lambda text=text: R.split_on_special(text, specials[:2]),
             }  # fmt: skip
             fail(f"split_on_special({text!r}, {specials})\n  expected {expected}\n  got      {list(got)}" + _likely(_match(list(got), mistakes)))
 
