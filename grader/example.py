@@ -31,6 +31,9 @@ from typing import Any
 ROOT: Path = Path(__file__).resolve().parent.parent
 #: The HTML comment in a lesson that marks the next fenced block as the example's printed output.
 MARKER = "<!-- example-output -->"
+#: The same for output that depends on the machine (timings): compared with every number masked.
+MARKER_MACHINE = "<!-- example-output: machine-dependent -->"
+_MARKERS = (MARKER, MARKER_MACHINE)
 
 
 class _Usage(Exception):
@@ -56,11 +59,17 @@ def stages_with_examples() -> list[str]:
 
 def lesson_blocks(lesson: str) -> list[str]:
     """The fenced blocks that follow a ``<!-- example-output -->`` line in ``lesson``, without their fences."""
+    return [text for text, _ in marked_blocks(lesson)]
+
+
+def marked_blocks(lesson: str) -> list[tuple[str, bool]]:
+    """(block text, machine-dependent?) for every marked block of ``lesson``, in order."""
     lines = lesson.splitlines()
-    blocks: list[str] = []
+    blocks: list[tuple[str, bool]] = []
     i = 0
     while i < len(lines):
-        if lines[i].strip() == MARKER:
+        if lines[i].strip() in _MARKERS:
+            machine = lines[i].strip() == MARKER_MACHINE
             j = i + 1
             while j < len(lines) and not lines[j].strip():
                 j += 1
@@ -68,7 +77,7 @@ def lesson_blocks(lesson: str) -> list[str]:
                 k = j + 1
                 while k < len(lines) and not lines[k].lstrip().startswith("```"):
                     k += 1
-                blocks.append("\n".join(lines[j + 1 : k]))
+                blocks.append(("\n".join(lines[j + 1 : k]), machine))
                 i = k
         i += 1
     return blocks
@@ -85,7 +94,7 @@ def update_lesson(stage_id: str, printed: str) -> str:
     spans = []  # (first line inside the fence, the closing fence's line)
     i = 0
     while i < len(lines):
-        if lines[i].strip() == MARKER:
+        if lines[i].strip() in _MARKERS:
             j = i + 1
             while j < len(lines) and not lines[j].strip():
                 j += 1
@@ -105,6 +114,28 @@ def update_lesson(stage_id: str, printed: str) -> str:
     tmp.write_text(text, encoding="utf-8")
     os.replace(tmp, path)
     return str(path.relative_to(ROOT))
+
+
+def _masked(text: str) -> str:
+    import re
+
+    return re.sub(r"\d+(\.\d+)?(e[-+]?\d+)?", "#", text)
+
+
+def mismatch(stage_id: str, printed: str) -> str | None:
+    """None when ``printed`` is what the lesson shows (machine-dependent blocks compared with their
+    numbers masked); otherwise a description of the first difference."""
+    from shared.registry import BY_ID
+
+    blocks = marked_blocks((BY_ID[stage_id].folder / "README.md").read_text(encoding="utf-8"))
+    parts = printed.rstrip("\n").split("\n\n")
+    if len(parts) != len(blocks):
+        return f"the example printed {len(parts)} blocks (split at blank lines), the lesson marks {len(blocks)}"
+    for n, ((want, machine), got) in enumerate(zip(blocks, parts, strict=True)):
+        if (machine and _masked(want) != _masked(got)) or (not machine and want != got):
+            kind = " (machine-dependent: numbers masked)" if machine else ""
+            return f"block {n + 1}{kind} differs:\n--- the lesson shows:\n{want}\n--- the example printed:\n{got}"
+    return None
 
 
 def expected_output(stage_id: str) -> str:
