@@ -9,8 +9,8 @@ MISTAKES = [
     ),
     Mistake(
         "2.1", "each distinct pair counted once",
-        "for pair in zip(ids, ids[1:]):",
-        "for pair in set(zip(ids, ids[1:])):",
+        "for pair in zip(ids, ids[1:], strict=False):",
+        "for pair in set(zip(ids, ids[1:], strict=False)):",
         "each distinct pair counted once",
     ),
     Mistake(
@@ -51,8 +51,8 @@ MISTAKES = [
     ),
     Mistake(
         "2.1", "merges applied in the wrong order (leftmost first)",
-        'pair = min(zip(ids, ids[1:]), key=lambda p: self.merges.get(p, float("inf")))',
-        "pair = next((p for p in zip(ids, ids[1:]) if p in self.merges), (-1, -1))",
+        'pair = min(zip(ids, ids[1:], strict=False), key=lambda p: self.merges.get(p, float("inf")))',
+        "pair = next((p for p in zip(ids, ids[1:], strict=False) if p in self.merges), (-1, -1))",
         "merges applied in the wrong order",
     ),
     Mistake(
