@@ -113,14 +113,17 @@ def _tokenizers_bpt(train_text: str, held: str, vocab: int) -> str:
     """Hugging Face ``tokenizers`` (byte-level BPE, GPT-2 pre-split) bytes per token, if installed."""
     if importlib.util.find_spec("tokenizers") is None:
         return "not installed (optional, never required)"
-    from tokenizers import Tokenizer, models, pre_tokenizers, trainers  # type: ignore[import-not-found]
+    try:
+        from tokenizers import Tokenizer, models, pre_tokenizers, trainers  # type: ignore[import-not-found]
 
-    tk = Tokenizer(models.BPE())
-    tk.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=True)
-    trainer = trainers.BpeTrainer(vocab_size=vocab, special_tokens=[ENDOFTEXT], show_progress=False,
-                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet())  # fmt: skip
-    tk.train_from_iterator(train_text.split(ENDOFTEXT), trainer)
-    n = len(tk.encode(held).ids)
+        tk = Tokenizer(models.BPE())
+        tk.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=True)
+        trainer = trainers.BpeTrainer(vocab_size=vocab, special_tokens=[ENDOFTEXT], show_progress=False,
+                                      initial_alphabet=pre_tokenizers.ByteLevel.alphabet())  # fmt: skip
+        tk.train_from_iterator(train_text.split(ENDOFTEXT), trainer)
+        n = len(tk.encode(held).ids)
+    except Exception as exc:  # another version's API: say so in one line, the rest of the report stands
+        return f"could not be measured ({type(exc).__name__}: {exc})"
     return f"{len(held.encode('utf-8')) / max(1, n):.3f}"
 
 
