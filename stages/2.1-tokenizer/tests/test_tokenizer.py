@@ -365,7 +365,8 @@ def test_split_on_special_keeps_each_special_token_whole(impl) -> None:
 # ----------------------------------------------------------------------------- Task 5: train
 
 
-@depends_on("text_to_ids", "build_vocab", "get_pair_counts", "merge", "pretokenize", "split_on_special", "train's tie rule", "train's pre-split", "train's special tokens")
+@depends_on("text_to_ids", "build_vocab", "get_pair_counts", "merge", "pretokenize", "split_on_special", "train's tie rule",
+            "train's pre-split", "train's special tokens", "encode's merge order", "encode's pre-split")  # fmt: skip
 @pytest.mark.points(2)
 def test_train_reproduces_the_worked_example(impl) -> None:
     """train and encode reproduce the lesson's worked example exactly
