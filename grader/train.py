@@ -56,13 +56,15 @@ CONFIGS: dict[str, dict[str, dict[str, Any]]] = {
     },
     # 2 CPU cores, about 4 minutes: 0.94M parameters, 2.5M tokens seen.
     "tiny": {
-        "model": {"vocab_size": 1024, "block_size": 128, "d_model": 128, "n_layers": 4, "n_heads": 4, "dropout": 0.0},
+        "model": {"vocab_size": 1024, "block_size": 128, "d_model": 128, "n_layers": 4, "n_heads": 4, "dropout": 0.0,
+                  "use_sdpa": True},
         "train": {"batch_size": 16, "block_size": 128, "grad_accum": 1, "max_steps": 1200, "max_lr": 2e-3, "min_lr": 2e-4,
                   "warmup_steps": 100, "weight_decay": 0.1, "grad_clip": 1.0, "eval_interval": 200, "eval_iters": 10},
     },
     # A GPU (or a patient CPU): ~12M parameters.
     "small": {
-        "model": {"vocab_size": 4096, "block_size": 256, "d_model": 384, "n_layers": 6, "n_heads": 6, "dropout": 0.1},
+        "model": {"vocab_size": 4096, "block_size": 256, "d_model": 384, "n_layers": 6, "n_heads": 6, "dropout": 0.1,
+                  "use_sdpa": True},
         "train": {"batch_size": 32, "block_size": 256, "grad_accum": 2, "max_steps": 5000, "max_lr": 1e-3, "min_lr": 1e-4,
                   "warmup_steps": 200, "weight_decay": 0.1, "grad_clip": 1.0, "eval_interval": 250, "eval_iters": 20},
     },
