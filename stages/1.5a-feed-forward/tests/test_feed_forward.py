@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from shared.testing import check, check_close, expect_raises, fail, matching_mistakes
+from shared.testing import check, check_close, covers, depends_on, expect_raises, fail, matching_mistakes
 
 # ---------------------------------------------------------------- inputs and named mistakes
 
@@ -73,6 +73,7 @@ def composed(x: torch.Tensor, l1: nn.Linear, l2: nn.Linear, act: object = F.gelu
 
 
 @pytest.mark.points(2)
+@covers("gelu (exact)")
 def test_gelu_exact_matches_torch(impl) -> None:
     """gelu(x) is x·Φ(x): it matches torch.nn.functional.gelu from -40 to 40"""
     x = wide_range()
@@ -118,6 +119,7 @@ def tanh_constants(x: torch.Tensor, got: torch.Tensor) -> dict[str, torch.Tensor
     return out
 
 
+@covers("gelu (tanh)")
 def test_gelu_tanh_matches_torch(impl) -> None:
     """gelu(x, "tanh") matches torch's tanh approximation from -40 to 40"""
     x = wide_range()
@@ -170,6 +172,7 @@ def test_gelu_unknown_approximate_raises(impl) -> None:
     expect_raises(ValueError, module_on_x, what="GELU(approximate='fast') (at construction or on the first call)")
 
 
+@depends_on("gelu (exact)", "gelu (tanh)")
 def test_gelu_module(impl) -> None:
     """GELU(approximate) is a parameter-free module applying gelu in the chosen form"""
     x = torch.randn(2, 3, 5) * 3
@@ -237,6 +240,7 @@ def test_gelu_built_from_its_formula(impl, monkeypatch) -> None:
 
 
 @pytest.mark.points(2)
+@depends_on("gelu (exact)")
 def test_ffn_matches_hand_composed(impl) -> None:
     """FeedForward(x) = linear2(GELU(linear1(x))), as composed with F.linear and F.gelu"""
     m = impl.FeedForward(d_model=8, d_ff=24, dropout=0.1).eval()  # eval: dropout off
@@ -269,6 +273,7 @@ def test_ffn_matches_hand_composed(impl) -> None:
     )
 
 
+@depends_on("gelu (tanh)")
 def test_ffn_tanh_option(impl) -> None:
     """FeedForward(approximate="tanh") uses the tanh form of GELU"""
     m = impl.FeedForward(d_model=8, d_ff=16, approximate="tanh").eval()
@@ -411,6 +416,7 @@ def test_ffn_dropout_on_hidden_layer(impl) -> None:
 # ---------------------------------------------------------------- devices and precision
 
 
+@depends_on("gelu (exact)", "gelu (tanh)")
 def test_ffn_on_every_device_and_precision(impl, setting) -> None:
     """FeedForward gives the reference result on this device / precision"""
     ref = impl.FeedForward(d_model=16, d_ff=64).eval()

@@ -154,7 +154,7 @@ def test_layernorm_constant_token(impl) -> None:
     )
 
 
-@depends_on("LayerNorm")
+@covers("LayerNorm")
 def test_layernorm_large_offset(impl) -> None:
     """values near 1e4 in float32 are normalised accurately (variance as the mean of (x - mean)²)"""
     d = 16
