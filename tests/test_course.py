@@ -198,7 +198,7 @@ def test_skeleton_checks_pass_on_a_learners_tree(tmp_path: Path) -> None:
 
 def test_outside_a_git_checkout_the_working_tree_is_tested_and_said_so(tmp_path: Path) -> None:
     repo = copy_repo(tmp_path / "unzipped")  # no .git: a downloaded zip
-    run = _pytest_in(repo, "tests/test_course.py::test_stage_folder_has_every_part")
+    run = _pytest_in(repo, "tests/test_course.py::test_stage_folder_has_every_part[1.1]")
     assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-2000:]
     lines = [ln for ln in run.stdout.splitlines() if "skeleton checks:" in ln]
     assert lines == ["skeleton checks: not a git checkout, so the working tree's skeletons are tested"], run.stdout[:2000]
