@@ -453,3 +453,18 @@ def test_a_partly_done_stage_shows_the_work_that_exists(
         isinstance(learned, show.Problem)
         and learned.text == "not implemented yet (Task 3: LearnedPositionalEmbedding.__init__)"
     )
+
+
+def test_data_2_4(env: None) -> None:
+    stage = BY_ID["2.4"]
+    f = reference_data(stage, "sampling-filters")
+    probs = f["probs"]  # (settings, V): softmax of the figure's logits, by definition (float64 here)
+    np.testing.assert_allclose(probs.sum(-1), 1.0, atol=1e-6)
+    z = np.array([2.2, 1.6, 1.1, 0.9, 0.5, 0.2, -0.1, -0.6, -1.0, -1.5])
+    np.testing.assert_allclose(probs[0], np.exp(z) / np.exp(z).sum(), atol=1e-6)
+    np.testing.assert_allclose(probs[1], np.exp(z / 0.5) / np.exp(z / 0.5).sum(), atol=1e-6)
+    assert [int((row > 0).sum()) for row in probs[3:5]] == [3, 5]  # top-k 3; top-p 0.8: 0.371 + 0.203 + 0.123 + 0.101 = 0.798 < 0.8, so a fifth
+    c = reference_data(stage, "kv-cache-work")
+    assert list(c["uncached"][:12]) == list(range(4, 16)) + [16] and list(c["cached"][:13]) == [4] + [1] * 12
+    assert all(n == 16 for n in c["cached"][13:]), "past block_size the cache is rebuilt from the last block_size tokens"
+    assert float(c["diff"].max()) < 1e-4
