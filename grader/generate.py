@@ -86,6 +86,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
                    help="skeleton: your stage 2.4 code (default); solution: the reference")  # fmt: skip
     p.add_argument("--deps", choices=("mine", "solution"), default="mine",
                    help="mine: your GPT (2.2) and tokenizer (2.1) too (default); solution: the reference ones")  # fmt: skip
+    p.add_argument("--compare", default=None,
+                   help="stage 2.5: base,sft,dpo (the run's phases) or checkpoint paths: each answers the same chat prompt")  # fmt: skip
     args = p.parse_args(argv)
     if not args.temperature >= 0 or args.temperature == float("inf"):
         raise UsageError(f"--temperature must be 0 (greedy) or positive, got {args.temperature}")
@@ -341,6 +343,10 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         args = parse_args(list(sys.argv[1:] if argv is None else argv))
+        if args.compare is not None:  # stage 2.5: several finetuned models, one prompt (grader/finetune.py)
+            from grader.finetune import compare
+
+            return compare(args)
         path = checkpoint_path(args.checkpoint, args.run)
         device = pick_device(args.device)
         ckpt = read_checkpoint(path, device)

@@ -70,7 +70,7 @@ CONFIGS: dict[str, dict[str, dict[str, Any]]] = {
     },
 }  # fmt: skip
 
-PHASES = ("pretrain",)  # stage 2.5 adds "sft" and "dpo"
+PHASES = ("pretrain", "sft", "dpo")  # sft and dpo: stage 2.5, run by grader/finetune.py
 
 
 class UsageError(Exception):
@@ -91,7 +91,7 @@ class _Parser(argparse.ArgumentParser):
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
     p = _Parser(prog="nox -s train --", description="Pretrain your GPT on a corpus and save a checkpoint.")
-    p.add_argument("--phase", choices=PHASES, default="pretrain", help="the training phase (stage 2.5 adds sft, dpo)")
+    p.add_argument("--phase", choices=PHASES, default="pretrain", help="pretrain (default), or stage 2.5's sft / dpo (grader/finetune.py)")
     p.add_argument("--config", choices=sorted(CONFIGS), default="tiny", help="model and run preset (default tiny)")
     p.add_argument("--corpus", default="python",
                    help="python (the standard library's source, default), lessons (this course's lessons) or a UTF-8 file")  # fmt: skip
@@ -111,6 +111,9 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
                    help="mine: your stages 2.1, 2.2 (and 1.x) as well (default); solution: the reference ones")  # fmt: skip
     p.add_argument("--bench", action="store_true", help="time your GPT's training step against a torch.nn reference GPT")
     p.add_argument("--bench-repeats", type=int, default=7, help="--bench: timed rounds (median and spread)")
+    from grader.finetune import add_arguments as _finetune_arguments  # stage 2.5: --from, --beta, --lora
+
+    _finetune_arguments(p)
     args = p.parse_args(argv)
     if args.steps is not None and args.steps <= 0:
         raise UsageError(f"--steps must be a positive number of optimizer steps, got {args.steps}")
@@ -590,6 +593,10 @@ def main(argv: list[str] | None = None) -> int:
     err = Console(stderr=True, highlight=False, soft_wrap=True)
     try:
         args = parse_args(list(sys.argv[1:] if argv is None else argv))
+        if args.phase in ("sft", "dpo"):  # stage 2.5: its own runner (grader/finetune.py)
+            from grader.finetune import run as _run_finetune
+
+            return _run_finetune(args, console, err)
         tok_mod, gpt_mod, pre = _load_stages(args.version, args.deps)
         if args.bench:
             return bench(args, gpt_mod, pre, console)
