@@ -40,7 +40,7 @@ MISTAKES = [
         "        self.init_weights()\n"
         "        if c.tie_weights:\n"
         "            self.lm_head.weight = nn.Parameter(self.tok_emb.weight.detach().clone())",
-        "head tied by copying",
+        "LM head not tied to the token embedding",
     ),
     Mistake(
         "2.2",

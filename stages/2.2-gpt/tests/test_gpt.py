@@ -39,8 +39,8 @@ POST_LN = "post-LN instead of pre-LN (SublayerConnection(norm_first=True) in a G
 NO_POS = "positions not added (pos_emb missing from forward)"
 NO_LN_F = "final LayerNorm (ln_f) missing before lm_head"
 SQRT_D = "token embedding scaled by sqrt(d_model), as 1.1's TokenEmbedding does (GPT-2 does not scale)"
-NOT_TIED = "LM head not tied to the token embedding (lm_head.weight must be tok_emb.weight)"
-TIED_BY_COPY = "head tied by copying: lm_head.weight equals tok_emb.weight but is a separate tensor"
+NOT_TIED = "LM head not tied to the token embedding (lm_head.weight must be tok_emb.weight itself)"
+TIED_BY_COPY = "LM head not tied to the token embedding but copied from it: equal values, a separate tensor"
 NOT_TRANSPOSED = "Conv1D weights not transposed (GPT-2 stores (in, out); nn.Linear stores (out, in))"
 RESIDUAL_NOT_SCALED = "residual-projection init not scaled by 1/sqrt(2·n_layers)"
 
@@ -396,19 +396,23 @@ def test_head_is_tied_to_the_embedding(impl) -> None:
 INIT_CFG = dict(vocab_size=512, block_size=64, d_model=64, n_layers=3, n_heads=4, d_ff=None)
 
 
-def _std_name(std: float, want: float, fan_in: int, n_layers: int, residual: bool) -> str:
-    """The init that gives ``std``, when one catalogued mistake singles it out."""
+DEFAULT_INIT = (
+    "PyTorch's default nn.Linear init kept (uniform, std 1/sqrt(3·fan_in)) and nn.Embedding's normal(0, 1):"
+    " init_weights not applied to these modules"
+)
+
+
+def _std_tag(std: float, fan_in: int, n_layers: int, residual: bool, embedding: bool) -> str:
+    """Which catalogued init gives ``std`` for this tensor ("" when none does)."""
     close = lambda a, b: abs(a - b) <= 0.1 * b  # noqa: E731
     if residual and close(std, 0.02):
-        return f"\n  Likely mistake: {RESIDUAL_NOT_SCALED} (it has std 0.02 like the other weights)."
+        return RESIDUAL_NOT_SCALED + " (they have std 0.02 like the other weights)"
     if residual and close(std, 0.02 / math.sqrt(n_layers)):
-        return "\n  Likely mistake: residual projections scaled by 1/sqrt(n_layers) instead of 1/sqrt(2·n_layers)."
-    if close(std, 1 / math.sqrt(3 * fan_in)):
-        return "\n  Likely mistake: PyTorch's default nn.Linear init kept (uniform, std 1/sqrt(3·fan_in)), not normal(0, 0.02)."
-    if close(std, 1.0):
-        return "\n  Likely mistake: nn.Embedding's default normal(0, 1) kept, not normal(0, 0.02)."
+        return "residual projections scaled by 1/sqrt(n_layers) instead of 1/sqrt(2·n_layers)"
+    if (not embedding and close(std, 1 / math.sqrt(3 * fan_in))) or (embedding and close(std, 1.0)):
+        return DEFAULT_INIT
     if not residual and close(std, 0.02 / math.sqrt(2 * n_layers)):
-        return "\n  Likely mistake: every Linear scaled by 1/sqrt(2·n_layers); only attn.out_proj and ff.linear2 are."
+        return "every Linear scaled by 1/sqrt(2·n_layers); only attn.out_proj and ff.linear2 are"
     return ""
 
 
@@ -419,53 +423,49 @@ def test_gpt2_initialisation(impl) -> None:
     model = impl.GPT(impl.GPTConfig(**INIT_CFG))
     d = INIT_CFG["d_model"]
     res = 0.02 / math.sqrt(2 * L)
-    checks: list[tuple[str, torch.Tensor, float | tuple[float, ...], int, bool]] = [
-        ("tok_emb.weight", _get(model, "tok_emb.weight", "GPT"), 0.02, d, False),
-        ("pos_emb.embedding.weight", _get(model, "pos_emb.embedding.weight", "GPT"), (0.02, 0.01), d, False),
+    # (name, tensor, accepted stds, fan_in, residual projection?, embedding table?)
+    checks: list[tuple[str, torch.Tensor, tuple[float, ...], int, bool, bool]] = [
+        ("tok_emb.weight", _get(model, "tok_emb.weight", "GPT"), (0.02,), d, False, True),
+        ("pos_emb.embedding.weight", _get(model, "pos_emb.embedding.weight", "GPT"), (0.02, 0.01), d, False, True),
     ]
     for i in range(L):
         for name in ("attn.q_proj", "attn.k_proj", "attn.v_proj", "ff.linear1"):
-            checks.append(
-                (f"blocks.{i}.{name}.weight", _get(model, f"blocks.{i}.{name}.weight", "GPT"), 0.02, d, False)
-            )
-        checks.append(
-            (f"blocks.{i}.attn.out_proj.weight", _get(model, f"blocks.{i}.attn.out_proj.weight", "GPT"), res, d, True)
-        )
-        checks.append(
-            (f"blocks.{i}.ff.linear2.weight", _get(model, f"blocks.{i}.ff.linear2.weight", "GPT"), res, 4 * d, True)
-        )
+            w = _get(model, f"blocks.{i}.{name}.weight", "GPT")
+            checks.append((f"blocks.{i}.{name}.weight", w, (0.02,), d, False, False))
+        w = _get(model, f"blocks.{i}.attn.out_proj.weight", "GPT")
+        checks.append((f"blocks.{i}.attn.out_proj.weight", w, (res,), d, True, False))
+        w = _get(model, f"blocks.{i}.ff.linear2.weight", "GPT")
+        checks.append((f"blocks.{i}.ff.linear2.weight", w, (res,), 4 * d, True, False))
     problems: list[str] = []
-    for name, w, want, fan_in, residual in checks:
+    tags: list[str] = []
+    for name, w, wants, fan_in, residual, embedding in checks:
         w = w.detach().double()
         std, mean = float(w.std()), float(w.mean())
-        wants = want if isinstance(want, tuple) else (want,)
         if not any(abs(std - s) <= 0.1 * s for s in wants) or abs(mean) > 0.2 * min(wants):
             target = " or ".join(f"{s:.4g}" for s in wants)
-            problems.append(
-                f"{name} {tuple(w.shape)}: mean {mean:.3g}, std {std:.4g}; expected mean 0, std {target}"
-                + _std_name(std, wants[0], fan_in, L, residual)
-            )
+            problems.append(f"{name} {tuple(w.shape)}: mean {mean:.3g}, std {std:.4g}; expected mean 0, std {target}")
+            tags.append(_std_tag(std, fan_in, L, residual, embedding))
     for name, p in model.named_parameters():
         p = p.detach()
-        if name.endswith(".bias") and "norm" not in name and "ln_f" not in name and float(p.abs().max()) > 0:
-            problems.append(
-                f"{name}: expected all zeros, got max |b| = {float(p.abs().max()):.3g}. Likely mistake: Linear biases not zeroed."
-            )
-        if (
-            ("norm" in name or name.startswith("ln_f"))
-            and name.endswith("weight")
-            and not torch.equal(p, torch.ones_like(p))
-        ):
+        is_norm = "norm" in name or name.startswith("ln_f")
+        if name.endswith(".bias") and not is_norm and float(p.abs().max()) > 0:
+            problems.append(f"{name}: expected all zeros, got max |b| = {float(p.abs().max()):.3g}")
+            tags.append(DEFAULT_INIT if tags and tags[0] == DEFAULT_INIT else "Linear biases not zeroed")
+        if is_norm and name.endswith("weight") and not torch.equal(p, torch.ones_like(p)):
             problems.append(f"{name}: a LayerNorm gain must start at 1")
-        if ("norm" in name or name.startswith("ln_f")) and name.endswith("bias") and float(p.abs().max()) > 0:
+            tags.append("")
+        if is_norm and name.endswith("bias") and float(p.abs().max()) > 0:
             problems.append(f"{name}: a LayerNorm shift must start at 0")
+            tags.append("")
     if problems:
-        more = f"\n  ... and {len(problems) - 4} more" if len(problems) > 4 else ""
+        more = f"\n  ... and {len(problems) - 6} more" if len(problems) > 6 else ""
+        named = f"\n  Likely mistake: {tags[0]}." if tags and tags[0] and len(set(tags)) == 1 else ""
         fail(
             f"GPT({', '.join(f'{k}={v}' for k, v in INIT_CFG.items())}) right after construction, "
             f"{len(problems)} tensors off GPT-2's initialisation (std within 10%):\n  "
-            + "\n  ".join(problems[:4])
+            + "\n  ".join(problems[:6])
             + more
+            + named
         )
 
 
