@@ -66,6 +66,7 @@ STAGES: tuple[Stage, ...] = (
     Stage("2.3", "pretraining", "Pretraining: batches, AdamW groups, schedule, clipping, AMP, checkpoints", "pretraining", deps=("2.1", "2.2", "0.2")),
     Stage("2.4", "generation", "Generation: greedy, temperature, top-k, top-p, the KV cache", "generation", deps=("2.2", "1.4")),
     Stage("2.5", "finetune-align", "Finetune and align your GPT: SFT and DPO with 0.1's losses, LoRA", "finetune", deps=("0.1", "2.1", "2.2", "2.4")),
+    Stage("2.6", "distributed", "Data parallelism on torch.distributed: your all-reduce equals DDP", "distributed"),
 )
 
 BY_ID: dict[str, Stage] = {s.id: s for s in STAGES}
