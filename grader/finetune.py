@@ -184,12 +184,13 @@ def evaluate(st: Stages, policy: Any, reference: Any, tok: Any, data: Any, devic
     from shared import finetune_data as fd
 
     policy.eval()
-    fmt = rule = 0
+    fmt = rule = exact = 0
     samples = []
     for prompt, _ in data.sft_heldout:
         answer = call_learner("stage 2.5 greedy_response", st.ft.greedy_response, policy, tok, prompt, MAX_NEW_TOKENS)
         fmt += fd.follows_format(prompt, answer)
         rule += fd.follows_rule(prompt, answer)
+        exact += fd.is_exact(prompt, answer)
         if len(samples) < 3:
             samples.append({"prompt": prompt, "answer": answer})
     n = max(1, len(data.sft_heldout))
@@ -202,13 +203,13 @@ def evaluate(st: Stages, policy: Any, reference: Any, tok: Any, data: Any, devic
             accs.append(len(chunk) * call_learner("stage 2.5 preference_accuracy", st.ft.preference_accuracy, policy, reference, ids, labels))
             kls.append(2 * len(chunk) * call_learner("stage 2.5 kl_to_reference", st.ft.kl_to_reference, policy, reference, ids, labels))
             rows += len(chunk)
-    return {"format_rate": fmt / n, "rule_rate": rule / n, "preference_accuracy": sum(accs) / max(1, rows),
+    return {"format_rate": fmt / n, "rule_rate": rule / n, "exact_rate": exact / n, "preference_accuracy": sum(accs) / max(1, rows),
             "kl": sum(kls) / max(1, 2 * rows), "samples": samples}  # fmt: skip
 
 
 def _line(tag: str, m: dict[str, Any]) -> str:
     return (f"{tag}: held-out format rate {100 * m['format_rate']:.0f}%, rule (-> None) rate {100 * m['rule_rate']:.0f}%,"
-            f" preference accuracy {100 * m['preference_accuracy']:.0f}%, KL to the start {m['kl']:.3f} nats/response")  # fmt: skip
+            f" exact name and arguments {100 * m['exact_rate']:.0f}%, preference accuracy {100 * m['preference_accuracy']:.0f}%, KL to the start {m['kl']:.3f} nats/response")  # fmt: skip
 
 
 # ----------------------------------------------------------------------------- the phase

@@ -41,6 +41,7 @@ __all__ = [
     "chosen_for",
     "follows_format",
     "follows_rule",
+    "is_exact",
     "headers_from_texts",
     "synthetic_headers",
     "make_data",
@@ -92,10 +93,17 @@ def _header_of(prompt: str) -> Header | None:
 
 
 def follows_format(prompt: str, response: str) -> bool:
-    """The answer is exactly the asked function's header, ``def name(args):`` (an optional return
-    annotation ``-> X`` allowed), nothing before or after it (surrounding whitespace ignored)."""
+    """The answer is one header in the fixed format and nothing else: ``def name(a, b):``, plain
+    identifiers, ", " between arguments, an optional return annotation ``-> X`` (surrounding
+    whitespace ignored). Whether it is the *asked* function is ``is_exact``'s question."""
+    pattern = rf"def {_IDENT}\((?:{_IDENT}(?:, {_IDENT})*)?\)(?: -> {_IDENT})?:"
+    return re.fullmatch(pattern, response.strip()) is not None
+
+
+def is_exact(prompt: str, response: str) -> bool:
+    """The format, with exactly the asked name and arguments (the model must copy them from the prompt)."""
     h = _header_of(prompt)
-    if h is None:
+    if h is None or not follows_format(prompt, response):
         return False
     pattern = rf"def {re.escape(h.name)}\({re.escape(', '.join(h.args))}\)(?: -> {_IDENT})?:"
     return re.fullmatch(pattern, response.strip()) is not None

@@ -41,7 +41,9 @@ declare_parts({
     "log-probs averaged instead of summed": "response_logprobs",
     "log-probs summed over the prompt too": "response_logprobs",
     "log-probs not shifted": "response_logprobs",
-    "chosen and rejected swapped": "dpo",
+    "chosen and rejected swapped (rows of the batch)": "dpo_batch",
+    "chosen and rejected swapped (in the loss)": "dpo_step",
+    "chosen and rejected swapped (in the accuracy)": "preference_accuracy",
     "beta applied twice": "dpo_step",
     "beta applied outside the logsigmoid": "dpo_step",
     "the reference model updated": "dpo_step",
@@ -197,9 +199,8 @@ def _sft_reference(model: nn.Module, ids: torch.Tensor, labels: torch.Tensor, lr
     m = copy.deepcopy(model)
     logits = m(ids)[0].float()
     tgt = labels[:, 1:]
-    if prompt_too:
-        tgt = torch.where(ids[:, 1:] == SEP_ID, tgt, ids[:, 1:])  # every real token after the first, the padding still ignored
-        tgt = ref_batch(PAIRS, mask_prompt=False)[1][:, 1:]
+    if prompt_too:  # the plain language-model loss on input_ids: every token after the first, prompt and padding too
+        tgt = ids[:, 1:]
     loss = F.cross_entropy(logits[:, :-1].reshape(-1, logits.size(-1)), tgt.reshape(-1), ignore_index=IGNORE)
     loss.backward()
     if clip is not None:
@@ -296,7 +297,7 @@ def test_dpo_batch_rows(impl) -> None:
     swapped = [(p, r) for p, _, r in TRIPLES] + [(p, c) for p, c, _ in TRIPLES]
     e_ids, e_lab = ref_batch(pairs)
     check_close(ids, e_ids, what="dpo_batch input_ids (2B, T)", reference="rows 0..B-1 chosen, B..2B-1 rejected",
-                mistakes={"chosen and rejected swapped": ref_batch(swapped)[0]})  # fmt: skip
+                mistakes={"chosen and rejected swapped (rows of the batch)": ref_batch(swapped)[0]})  # fmt: skip
     check_close(labels, e_lab, what="dpo_batch labels (2B, T)", mistakes={"loss on the prompt too": ref_batch(pairs, mask_prompt=False)[1]})
 
 
@@ -310,7 +311,7 @@ def _dpo_fixture():
     return policy, reference, ids, labels
 
 
-@covers("dpo_step", "dpo")
+@covers("dpo_step")
 @depends_on("response_logprobs")
 @pytest.mark.points(3)
 def test_dpo_step_loss_matches_the_paper(impl) -> None:
@@ -321,7 +322,7 @@ def test_dpo_step_loss_matches_the_paper(impl) -> None:
     pm, rm = ref_logps(policy, ids, labels, mean=True), ref_logps(reference, ids, labels, mean=True)
     z = (pl[:B] - rl[:B]) - (pl[B:] - rl[B:])  # (B,)
     mistakes = {
-        "chosen and rejected swapped": dpo_ref(pl[B:], pl[:B], rl[B:], rl[:B], beta),
+        "chosen and rejected swapped (in the loss)": dpo_ref(pl[B:], pl[:B], rl[B:], rl[:B], beta),
         "beta applied twice": -F.logsigmoid(beta * beta * z).mean(),
         "beta applied outside the logsigmoid": -beta * F.logsigmoid(z).mean(),
         "log-probs averaged instead of summed": dpo_ref(pm[:B], pm[B:], rm[:B], rm[B:], beta),
@@ -336,7 +337,7 @@ def test_dpo_step_loss_matches_the_paper(impl) -> None:
                 reference="Rafailov et al. 2023 eq. 7: -logsigmoid(beta * ((pi_w - ref_w) - (pi_l - ref_l))), mean",
                 mistakes=mistakes)  # fmt: skip
     check_close(out["margin"], float((beta * z).mean()), what="dpo_step margin (mean of beta * ((pi_w - ref_w) - (pi_l - ref_l)), before the step)",
-                atol=1e-5, mistakes={"chosen and rejected swapped": float((-beta * z).mean())})  # fmt: skip
+                atol=1e-5, mistakes={"chosen and rejected swapped (in the loss)": float((-beta * z).mean())})  # fmt: skip
     check_close(out["accuracy"], float((z > 0).float().mean()), what="dpo_step accuracy (fraction of margins > 0)", atol=1e-6)
     grads = [p.grad is not None and bool(p.grad.abs().sum() > 0) for p in reference.parameters()]
     check(not any(grads), "the reference got gradients in dpo_step: compute its log-probs under torch.no_grad()"
@@ -385,7 +386,7 @@ def test_preference_accuracy_and_kl(impl) -> None:
     check(0 < int((z > 0).sum()) < B, "course bug: the probe needs both signs")
     acc = impl.preference_accuracy(policy, reference, ids, labels)
     check_close(acc, float((z > 0).float().mean()), what="preference_accuracy", atol=1e-6,
-                mistakes={"chosen and rejected swapped": float((z < 0).float().mean())})  # fmt: skip
+                mistakes={"chosen and rejected swapped (in the accuracy)": float((z < 0).float().mean())})  # fmt: skip
     tie = impl.preference_accuracy(reference, reference, ids, labels)
     check_close(tie, 0.5, what="preference_accuracy of the reference against itself (every margin exactly 0)", atol=1e-6,
                 mistakes={"ties counted as losses": 0.0})  # fmt: skip
