@@ -15,7 +15,6 @@ Reference numerics:
 
 from __future__ import annotations
 
-import copy
 import json
 import multiprocessing as mp
 import os
@@ -189,7 +188,7 @@ def run_ranks(fn: Callable[..., Any], world: int = WORLD, init_group: bool = Tru
             e = Path(folder) / f"error-{r}.json"
             if e.exists():
                 errors[r] = json.loads(e.read_text())
-        for r, err in errors.items():  # a task not written wins over what it caused elsewhere
+        for err in errors.values():  # a task not written wins over what it caused elsewhere
             if err["type"] == "NotImplementedError":
                 raise NotImplementedError(err["msg"])
         if errors:
@@ -265,7 +264,7 @@ def test_shards_are_disjoint_covering_and_reshuffled(impl) -> None:
     e1 = [list(impl.shard_indices(n, r, w, epoch=1, seed=5)) for r in range(w)]
     if e0 == e1:
         fail(f"n={n}, world_size={w}: epoch 1 gives the same shards as epoch 0 (rank 0: {e0[0][:8]}...)" + likely(NO_RESHUFFLE))
-    check(sorted(e1[0] + e1[1]) == list(range(n)), f"epoch 1: the shards are not disjoint and covering")
+    check(sorted(e1[0] + e1[1]) == list(range(n)), "epoch 1: the shards are not disjoint and covering")
 
 
 # ---------------------------------------------------------------- Task 3: broadcast
