@@ -111,6 +111,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
                    help="mine: your stages 2.1, 2.2 (and 1.x) as well (default); solution: the reference ones")  # fmt: skip
     p.add_argument("--bench", action="store_true", help="time your GPT's training step against a torch.nn reference GPT")
     p.add_argument("--bench-repeats", type=int, default=7, help="--bench: timed rounds (median and spread)")
+    p.add_argument("--nproc", type=int, default=None,
+                   help="data-parallel ranks through torchrun, running your stage 2.6 code (grader/distributed_train.py)")  # fmt: skip
     from grader.finetune import add_arguments as _finetune_arguments  # stage 2.5: --from, --beta, --lora
 
     _finetune_arguments(p)
@@ -593,6 +595,10 @@ def main(argv: list[str] | None = None) -> int:
     err = Console(stderr=True, highlight=False, soft_wrap=True)
     try:
         args = parse_args(list(sys.argv[1:] if argv is None else argv))
+        if args.nproc is not None:  # stage 2.6: relaunch through torchrun (grader/distributed_train.py)
+            from grader.distributed_train import launch as _launch_distributed
+
+            return _launch_distributed(args, list(sys.argv[1:] if argv is None else argv), console, err)
         if args.phase in ("sft", "dpo"):  # stage 2.5: its own runner (grader/finetune.py)
             from grader.finetune import run as _run_finetune
 
