@@ -104,9 +104,11 @@ def launch(args: Any, argv: list[str], console: Any, err: Any) -> int:
         with open(log_path, "w", encoding="utf-8") as log:
             proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stderr=subprocess.PIPE, text=True, errors="replace")
             assert proc.stderr is not None
+            shown: set[str] = set()
             for line in proc.stderr:  # workers' one-line errors pass; torchrun's own chatter goes to the log
                 log.write(line)
-                if line.startswith("train:"):
+                if line.startswith("train:") and line not in shown:  # every rank may say the same
+                    shown.add(line)
                     err.print(line.rstrip("\n"))
             rc = proc.wait()
     finally:
