@@ -15,12 +15,13 @@ token of the stage 2.1 tokenizer (``<|endoftext|>``: the only one a pretrained v
 
 from __future__ import annotations
 
-import math
+import copy  # noqa: F401 - for Task 4
+import math  # noqa: F401 - for Task 9
 from collections.abc import Sequence
 from typing import Any
 
 import torch
-import torch.nn.functional as F
+import torch.nn.functional as F  # noqa: F401 - for Task 8
 from torch import nn
 
 from shared.loader import load_dep
@@ -71,7 +72,9 @@ def encode_chat(tokenizer: Any, prompt: str, response: str | None = None) -> tup
     itself early. Returns int64 tensors (P,) and (R,), or (P,) and None when ``response`` is None
     (a prompt to generate from). Raises ValueError when the tokenizer has no ``SEP`` token.
     """
-    # TODO(Task 1): prompt_ids = encode(prompt) + [sep] and, when a response is given, response_ids = encode(response) + [sep], as int64 tensors; sep = tokenizer.special_tokens[SEP] (ValueError when missing).
+    # TODO(Task 1): prompt_ids = encode(prompt) + [sep] and, when a response is given, response_ids =
+    #               encode(response) + [sep], as int64 tensors; sep = tokenizer.special_tokens[SEP]
+    #               (ValueError when missing).
     raise NotImplementedError("Task 1: the chat template")
 
 
@@ -85,7 +88,8 @@ def sft_batch(tokenizer: Any, pairs: Sequence[tuple[str, str]]) -> tuple[torch.T
     the prompt and its separator: only the response and its closing separator are learned); the
     batch is stage 0.1's ``collate_sft`` with ``pad_id`` = the separator id (padding is never learned).
     """
-    # TODO(Task 2): encode each pair with encode_chat, make it an example with stage 0.1's sft_example, and collate with collate_sft(pad_id=sep); return input_ids, labels.
+    # TODO(Task 2): encode each pair with encode_chat, make it an example with stage 0.1's sft_example, and
+    #               collate with collate_sft(pad_id=sep); return input_ids, labels.
     raise NotImplementedError("Task 2: SFT batches")
 
 
@@ -101,7 +105,8 @@ def sft_step(
 ) -> float:
     """One supervised finetuning step: stage 0.1's ``sft_loss`` on the model's logits, backward,
     clip the gradient norm to ``grad_clip`` (None: no clipping), optimizer step. Returns the loss."""
-    # TODO(Task 3): zero the gradients, sft_loss(logits, labels), backward, clip to grad_clip (unless None), optimizer.step(); return the loss as a float.
+    # TODO(Task 3): zero the gradients, sft_loss(logits, labels), backward, clip to grad_clip (unless None),
+    #               optimizer.step(); return the loss as a float.
     raise NotImplementedError("Task 3: one SFT step")
 
 
@@ -164,7 +169,8 @@ def dpo_step(
     β[(log π − log π_ref)(y_w) − (log π − log π_ref)(y_l)] before the step, and the fraction of
     rows whose margin is > 0.
     """
-    # TODO(Task 7): policy log-probs with gradients, reference log-probs under torch.no_grad, stage 0.1's dpo_loss, backward, clip, step; return loss, mean margin, accuracy.
+    # TODO(Task 7): policy log-probs with gradients, reference log-probs under torch.no_grad, stage 0.1's
+    #               dpo_loss, backward, clip, step; return loss, mean margin, accuracy.
     raise NotImplementedError("Task 7: one DPO step")
 
 
@@ -177,7 +183,8 @@ def greedy_response(model: nn.Module, tokenizer: Any, prompt: str, max_new_token
     ``eos_id`` = the separator), from the chat-template prompt; the text of the new tokens before
     the first separator (all of them when none came). The prompt is cropped to its last
     ``block_size - max_new_tokens`` tokens when too long."""
-    # TODO(Task 8): encode_chat the prompt, stage 2.4's generate with temperature=0.0 and eos_id=sep, decode the new tokens before the first sep.
+    # TODO(Task 8): encode_chat the prompt, stage 2.4's generate with temperature=0.0 and eos_id=sep, decode
+    #               the new tokens before the first sep.
     raise NotImplementedError("Task 8: greedy_response")
 
 
@@ -188,7 +195,8 @@ def preference_accuracy(
     """The fraction of pairs in a ``dpo_batch`` whose implicit reward margin is > 0:
     (log π − log π_ref)(y_w) > (log π − log π_ref)(y_l). A tie (margin exactly 0, as when the
     policy IS the reference) counts half, so an untrained policy scores 0.5."""
-    # TODO(Task 8): margin = (log pi - log pi_ref)(chosen) - (log pi - log pi_ref)(rejected); fraction > 0, ties count half.
+    # TODO(Task 8): margin = (log pi - log pi_ref)(chosen) - (log pi - log pi_ref)(rejected); fraction > 0,
+    #               ties count half.
     raise NotImplementedError("Task 8: preference_accuracy")
 
 
@@ -203,7 +211,8 @@ def kl_to_reference(
     the exact KL over the whole vocabulary at each position that predicts a response token
     (``labels[b, t + 1] != IGNORE_INDEX``: the same positions ``sequence_logprob`` sums). >= 0, and 0
     exactly when the two models agree."""
-    # TODO(Task 8): full-vocabulary KL(pi || pi_ref) at every position that predicts a response token, summed per row, mean over rows.
+    # TODO(Task 8): full-vocabulary KL(pi || pi_ref) at every position that predicts a response token, summed
+    #               per row, mean over rows.
     raise NotImplementedError("Task 8: kl_to_reference")
 
 
@@ -222,7 +231,8 @@ class LoRALinear(nn.Module):
 
     def __init__(self, base: nn.Linear, r: int = 4, alpha: float = 8.0) -> None:
         super().__init__()
-        # TODO(Task 9): keep base (frozen), r, alpha, scaling = alpha / r; lora_A (r, in) kaiming-uniform(a=sqrt(5)), lora_B (out, r) zeros.
+        # TODO(Task 9): keep base (frozen), r, alpha, scaling = alpha / r; lora_A (r, in) kaiming-
+        #               uniform(a=sqrt(5)), lora_B (out, r) zeros.
         raise NotImplementedError("Task 9: LoRALinear")
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -236,5 +246,6 @@ def add_lora(model: nn.Module, r: int = 4, alpha: float = 8.0, targets: Sequence
     qualified name contains one of ``targets`` (e.g. ``blocks.0.attn.q_proj``) by a ``LoRALinear``
     around it. Returns the trainable fraction: trainable parameters / all parameters (each tensor
     counted once), after the change. Raises ValueError when no layer matches."""
-    # TODO(Task 9): freeze everything, wrap each matching nn.Linear in a LoRALinear, return trainable / total parameters.
+    # TODO(Task 9): freeze everything, wrap each matching nn.Linear in a LoRALinear, return trainable / total
+    #               parameters.
     raise NotImplementedError("Task 9: add_lora")
