@@ -151,7 +151,7 @@ def _rank_main(fn: Callable[..., Any], rank: int, world: int, folder: str, init_
         for frame in traceback.extract_tb(exc.__traceback__):
             if "stages" in Path(frame.filename).parts and "tests" not in Path(frame.filename).parts:
                 where = f"{Path(frame.filename).name} line {frame.lineno}, in {frame.name}"
-        (Path(folder) / f"error-{rank}.json").write_text(json.dumps({"type": type(exc).__name__, "msg": first, "where": where}))
+        (Path(folder) / f"error-{rank}.json").write_text(json.dumps({"type": type(exc).__name__, "msg": first, "where": where, "t": time.time()}))
     finally:
         try:
             if dist.is_initialized():
@@ -192,7 +192,7 @@ def run_ranks(fn: Callable[..., Any], world: int = WORLD, init_group: bool = Tru
             if err["type"] == "NotImplementedError":
                 raise NotImplementedError(err["msg"])
         if errors:
-            r = min(errors, key=lambda k: (procs[k].exitcode is None, k))
+            r = min(errors, key=lambda k: (errors[k]["t"], k))  # the first to fail: the others failed because of it
             err = errors[r]
             at = f" (at {err['where']})" if err["where"] else ""
             fail(f"rank {r} of {world} raised {err['type']}: {err['msg']}{at}")
