@@ -14,9 +14,12 @@ The preference rule: the *chosen* header carries a return annotation, the *rejec
     chosen    "def read_config(path, mode) -> None:"
     rejected  "def read_config(path, mode):"
 
-Both follow the format; only the chosen one follows the rule, which neither the pretraining corpus (the
-standard library is mostly unannotated) nor the SFT data favour. DPO moves the held-out *preference
-accuracy* (the implicit reward margin > 0) from 50% to near 100%.
+Both follow the format; only the chosen one follows the rule, which the pretraining corpus (the
+standard library is mostly unannotated) does not favour and the SFT data do not favour either: half of
+the SFT answers carry ``-> None`` (by a hash of the name), so the SFT model knows both endings and picks
+one by chance. DPO then moves the held-out *preference accuracy* (the implicit reward margin > 0) from
+50% to near 100%, and the rule rate of the greedy answers with it. (With SFT answers that never carry
+the annotation, DPO can only push the one ending the model knows down, and the format breaks.)
 
 The functions come from the corpus: every simple header ``def name(a, b):`` of the Python standard
 library's source (``shared.corpus``, the default pretraining corpus), 1-3 plain arguments, public
@@ -38,6 +41,7 @@ __all__ = [
     "FinetuneData",
     "prompt_for",
     "response_for",
+    "sft_response_for",
     "chosen_for",
     "follows_format",
     "follows_rule",
@@ -78,8 +82,13 @@ def prompt_for(h: Header) -> str:
 
 
 def response_for(h: Header) -> str:
-    """The SFT answer, and DPO's rejected one: the header without a return annotation."""
+    """DPO's rejected answer: the header without a return annotation."""
     return f"def {h.name}({', '.join(h.args)}):"
+
+
+def sft_response_for(h: Header) -> str:
+    """The SFT answer: with ``-> None`` for half of the names (a hash of the name decides), else without."""
+    return chosen_for(h) if zlib.crc32(f"{h.name}#annotated".encode()) % 2 else response_for(h)
 
 
 def chosen_for(h: Header) -> str:
@@ -164,7 +173,7 @@ def make_data(headers: Sequence[Header], *, max_train: int | None = None, max_he
     train, held = train[:max_train], held[:max_heldout]
     data = FinetuneData(source=source)
     for split, hs in (("train", train), ("heldout", held)):
-        pairs = [(prompt_for(h), response_for(h)) for h in hs]
+        pairs = [(prompt_for(h), sft_response_for(h)) for h in hs]
         triples = [(prompt_for(h), chosen_for(h), response_for(h)) for h in hs]
         setattr(data, f"sft_{split}", pairs)
         setattr(data, f"pref_{split}", triples)

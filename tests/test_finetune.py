@@ -30,7 +30,9 @@ def test_data_is_deterministic_and_heldout_functions_are_unseen() -> None:
         assert fd.follows_rule(p, chosen) and not fd.follows_rule(p, rejected)
         assert fd.is_exact(p, chosen) and fd.is_exact(p, rejected)
     for p, r in a.sft_train:
-        assert fd.follows_format(p, r) and fd.is_exact(p, r) and not fd.follows_rule(p, r)
+        assert fd.follows_format(p, r) and fd.is_exact(p, r)
+    annotated = sum(fd.follows_rule(p, r) for p, r in a.sft_train) / len(a.sft_train)
+    assert 0.3 < annotated < 0.7  # both endings are in the SFT data; DPO picks one
 
 
 def test_headers_come_from_code() -> None:
