@@ -133,11 +133,19 @@ def flat_grads(model: nn.Module) -> torch.Tensor:
 # ---------------------------------------------------------------- two ranks, forked from the check
 
 
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
 def _rank_main(fn: Callable[..., Any], rank: int, world: int, folder: str, init_group: bool, kwargs: dict[str, Any]) -> None:
     code = 1
     try:
         os.environ.update(RANK=str(rank), WORLD_SIZE=str(world), LOCAL_RANK=str(rank), LOCAL_WORLD_SIZE=str(world),
-                          MASTER_ADDR="127.0.0.1", MASTER_PORT="1")  # a port nobody listens on: file:// is the rendezvous
+                          MASTER_ADDR="127.0.0.1", MASTER_PORT=kwargs.pop("_port"))  # env:// works too; file:// cannot collide
         torch.set_num_threads(1)
         if init_group:
             dist.init_process_group("gloo", init_method=f"file://{folder}/rendezvous", rank=rank, world_size=world,
@@ -170,6 +178,7 @@ def run_ranks(fn: Callable[..., Any], world: int = WORLD, init_group: bool = Tru
     """
     ctx = mp.get_context("fork")
     folder = tempfile.mkdtemp(prefix="llmfs-dist-")
+    kwargs = {**kwargs, "_port": str(_free_port())}
     procs = [ctx.Process(target=_rank_main, args=(fn, r, world, folder, init_group, kwargs), daemon=True) for r in range(world)]
     try:
         for p in procs:
@@ -244,24 +253,29 @@ def test_setup_reads_the_torchrun_environment(impl) -> None:
 # ---------------------------------------------------------------- Task 2: sharding
 
 
+def _ints(indices: Any) -> list[int]:
+    """A shard as plain ints (a list, a tensor or an array of indices all count)."""
+    return [int(i) for i in indices]
+
+
 @covers("shard_indices")
 def test_shards_are_disjoint_covering_and_reshuffled(impl) -> None:
     """shards are disjoint, cover every window, and change with the epoch"""
     for n, w in ((12, 2), (10, 3), (7, 4)):
-        shards = [list(impl.shard_indices(n, r, w, epoch=0, seed=5)) for r in range(w)]
+        shards = [_ints(impl.shard_indices(n, r, w, epoch=0, seed=5)) for r in range(w)]
         if w > 1 and all(s == shards[0] for s in shards):
             fail(f"n={n}, world_size={w}: every rank got the same indices {shards[0]}" + likely(SAME_SHARD))
-        flat = [int(i) for s in shards for i in s]
+        flat = [i for s in shards for i in s]
         check(sorted(flat) == list(range(n)),
               f"n={n}, world_size={w}: the shards {shards} are not disjoint or do not cover 0..{n - 1} exactly once")
         sizes = [len(s) for s in shards]
         check(max(sizes) - min(sizes) <= 1, f"n={n}, world_size={w}: shard sizes {sizes} differ by more than one")
-        again = [list(impl.shard_indices(n, r, w, epoch=0, seed=5)) for r in range(w)]
+        again = [_ints(impl.shard_indices(n, r, w, epoch=0, seed=5)) for r in range(w)]
         check(again == shards, f"n={n}, world_size={w}: a second call gave other shards ({again} vs {shards}): every rank must "
               "compute the same permutation, so it cannot come from an unseeded RNG")
     n, w = 64, 2
-    e0 = [list(impl.shard_indices(n, r, w, epoch=0, seed=5)) for r in range(w)]
-    e1 = [list(impl.shard_indices(n, r, w, epoch=1, seed=5)) for r in range(w)]
+    e0 = [_ints(impl.shard_indices(n, r, w, epoch=0, seed=5)) for r in range(w)]
+    e1 = [_ints(impl.shard_indices(n, r, w, epoch=1, seed=5)) for r in range(w)]
     if e0 == e1:
         fail(f"n={n}, world_size={w}: epoch 1 gives the same shards as epoch 0 (rank 0: {e0[0][:8]}...)" + likely(NO_RESHUFFLE))
     check(sorted(e1[0] + e1[1]) == list(range(n)), "epoch 1: the shards are not disjoint and covering")
