@@ -95,6 +95,7 @@ def launch(args: Any, argv: list[str], console: Any, err: Any) -> int:
     env[ARGV_ENV] = json.dumps(_strip_nproc(argv))  # not on torchrun's command line: its parser would take --run
     log_path = folder / "torchrun.log"
     interrupted: list[int] = []
+    shown: set[str] = set()
 
     def on_signal(signum: int, frame: Any) -> None:
         interrupted.append(signum)  # torchrun got it too (same process group) and stops the workers
@@ -104,7 +105,6 @@ def launch(args: Any, argv: list[str], console: Any, err: Any) -> int:
         with open(log_path, "w", encoding="utf-8") as log:
             proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stderr=subprocess.PIPE, text=True, errors="replace")
             assert proc.stderr is not None
-            shown: set[str] = set()
             for line in proc.stderr:  # workers' one-line errors pass; torchrun's own chatter goes to the log
                 log.write(line)
                 if line.startswith("train:") and line not in shown:  # every rank may say the same
@@ -120,6 +120,9 @@ def launch(args: Any, argv: list[str], console: Any, err: Any) -> int:
             return 130
         err.print(f"train: the {args.nproc} ranks ended without a result (exit {rc}); torchrun's log: {T._rel(log_path)}")
         return 1
+    message = str(outcome.get("message") or "")
+    if message and message + "\n" not in shown:  # a rank's error that only it printed, or printed nowhere
+        err.print(message)
     return int(outcome["rc"])
 
 
@@ -199,15 +202,15 @@ def worker_main(argv: list[str]) -> int:
     except Exception as exc:  # a collective that failed because another rank died, and the like
         first = (str(exc).strip().splitlines() or [""])[0][:300]
         rc, message = 1, f"train: rank {rank} stopped: {type(exc).__name__}: {first}"
-    if message and (rank == 0 or rc == 1):
-        err.print(message)
+    if message:
+        err.print(message)  # the launcher shows each distinct line once
     _write_status(rank, rc, message)
     try:
         if dmod is not None:
             dmod.teardown()
     except Exception:
         pass
-    return rc if rc in (0, 130) else rc
+    return rc
 
 
 def _run(args: Any, tok_mod: Any, gpt_mod: Any, pre: Any, d: Any, console: Any, stop: list[bool]) -> tuple[int, str]:
