@@ -38,8 +38,8 @@ from grader.train import RUNS_DIR, LearnerError, UsageError, _rel, call_learner,
 
 #: Each phase's defaults: optimizer steps, batch size (pairs), AdamW learning rate.
 DEFAULTS: dict[str, dict[str, float]] = {
-    "sft": {"steps": 300, "batch": 16, "lr": 1e-3, "lora_lr": 3e-3},
-    "dpo": {"steps": 60, "batch": 16, "lr": 5e-5, "lora_lr": 2e-4},
+    "sft": {"steps": 600, "batch": 16, "lr": 1e-3, "lora_lr": 3e-3},
+    "dpo": {"steps": 20, "batch": 16, "lr": 5e-5, "lora_lr": 2e-4},
 }
 HELDOUT = 100  # held-out prompts evaluated (greedy generation of each)
 MAX_NEW_TOKENS = 40  # a header is under 30 tokens of a 1024-token vocabulary
