@@ -234,7 +234,7 @@ def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config
         keep: list[pytest.Item] = []
         drop: list[pytest.Item] = []
         for item in items:
-            setattr(item, "_llmfs_title", _check_name(item))
+            item._llmfs_title = _check_name(item)
             (keep if expr is not None and _matches(expr, item, item._llmfs_title) else drop).append(item)  # type: ignore[attr-defined]
         _deselected.extend(drop)
         if drop:

@@ -21,7 +21,7 @@ from grader import integrity, progress
 from grader.exports import GRADESCOPE_VISIBILITY, gradescope_json, junit_xml
 from grader.report import make_console, print_report
 from grader.results import StageResult
-from shared.registry import DEPS, ROOT, STAGES, VERSIONS, Stage, UnknownStage, select
+from shared.registry import DEPS, ROOT, STAGES, VERSIONS, UnknownStage, select
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
 

@@ -371,8 +371,6 @@ def check_cuda(ctx: Context) -> list[Row]:
     if not torch.cuda.is_available():
         return [Row("CUDA", "CUDA devices", "absent", _cuda_absent_detail(torch))]
     rows = []
-    tf32 = torch.backends.cuda.matmul.allow_tf32
-    prec = torch.get_float32_matmul_precision()
     for i in range(torch.cuda.device_count()):
         dev = f"cuda:{i}"
         props = torch.cuda.get_device_properties(i)

@@ -355,7 +355,14 @@ def _prepare(args: argparse.Namespace, console: Any) -> PhaseState:
 
 
 def _train(s: PhaseState, console: Any, stop: Any) -> int:
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeElapsedColumn,
+        TimeRemainingColumn,
+    )
 
     phase, ft = s.args.phase, s.st.ft
     train = s.data.sft_train if phase == "sft" else s.data.pref_train

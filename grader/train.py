@@ -433,7 +433,14 @@ def _save(state: RunState, pre: Any, step: int) -> None:
 
 def run_pretrain(state: RunState, pre: Any, console: Any, stop: Callable[[], bool]) -> int:
     """The pretraining phase: the learner's ``train`` loop with a progress bar; returns the steps completed."""
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeElapsedColumn,
+        TimeRemainingColumn,
+    )
 
     cfg = state.train_cfg
     m = state.metrics
@@ -576,7 +583,7 @@ def bench(args: argparse.Namespace, gpt_mod: Any, pre: Any, console: Any) -> int
         return statistics.median(ts), (max(ts) - min(ts)) / 2
 
     (mt, ms), (rt, rs) = line("mine"), line("ref")
-    ratios = [a / b for a, b in zip(times["mine"], times["ref"])]
+    ratios = [a / b for a, b in zip(times["mine"], times["ref"], strict=False)]
     console.print(f"training step (forward, backward, AdamW), config {args.config}: B={B}, T={T}, d={d}, L={L}, H={H}, device {device}")
     console.print(f"  your GPT:        {mt:10,.0f} tokens/s  (± {ms:,.0f}, {args.bench_repeats} rounds of {per} steps)")
     console.print(f"  torch.nn GPT:    {rt:10,.0f} tokens/s  (± {rs:,.0f})  nn.TransformerEncoderLayer(norm_first=True)")

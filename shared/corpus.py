@@ -284,7 +284,7 @@ def build_dataset(
         "train": _encode_all(tok, train_texts, eot, _progress_offset(0)),
         "val": _encode_all(tok, val_texts, eot, _progress_offset(len(train_texts))),
     }
-    for s, v in ids.items():
+    for v in ids.values():
         if v and (min(v) < 0 or max(v) >= vocab):
             raise ValueError(f"the tokenizer produced id {max(v) if max(v) >= vocab else min(v)} outside 0 .. vocab_size-1 = {vocab - 1}")
     folder.mkdir(parents=True, exist_ok=True)

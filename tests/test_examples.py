@@ -12,7 +12,15 @@ from pathlib import Path
 
 import pytest
 
-from grader.example import expected_output, lesson_blocks, mismatch, run_example, shell, side_by_side, stages_with_examples
+from grader.example import (
+    expected_output,
+    lesson_blocks,
+    mismatch,
+    run_example,
+    shell,
+    side_by_side,
+    stages_with_examples,
+)
 from shared.registry import ROOT
 from tests.util import skeleton_env
 

@@ -15,7 +15,6 @@ import pytest
 
 from shared import finetune_data as fd
 
-
 # ----------------------------------------------------------------------------- the data
 
 

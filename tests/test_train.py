@@ -193,10 +193,10 @@ def test_bigram_baseline_equals_its_formula() -> None:
     train, val = rng.integers(0, 5, 400), rng.integers(0, 5, 100)
     nll, k = corpus.bigram_loss(train, val, 5, ks=(0.5,))
     counts = np.zeros((5, 5))
-    for a, b in zip(train[:-1], train[1:]):
+    for a, b in zip(train[:-1], train[1:], strict=False):
         counts[a, b] += 1
     p = (counts + 0.5) / (counts.sum(1, keepdims=True) + 0.5 * 5)
-    expected = -np.mean([math.log(p[a, b]) for a, b in zip(val[:-1], val[1:])])
+    expected = -np.mean([math.log(p[a, b]) for a, b in zip(val[:-1], val[1:], strict=False)])
     assert k == 0.5 and nll == pytest.approx(expected, rel=1e-12)
 
 

@@ -7,6 +7,7 @@ watch it learn" demo: train_reverse, exact_match and greedy_decode on the revers
 from __future__ import annotations
 
 import torch
+
 from shared.loader import load
 
 tf = load("1.6")  # your skeleton, or the reference with --version solution

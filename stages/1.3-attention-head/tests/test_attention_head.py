@@ -15,7 +15,17 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from shared.testing import check, check_close, check_shape, covers, declare_parts, fail, likely, matching_mistakes, raised
+from shared.testing import (
+    check,
+    check_close,
+    check_shape,
+    covers,
+    declare_parts,
+    fail,
+    likely,
+    matching_mistakes,
+    raised,
+)
 
 # ---------------------------------------------------------------- names of the mistakes (the lesson lists them)
 

@@ -19,8 +19,17 @@ from torch import nn
 from torch.overrides import TorchFunctionMode
 
 from shared.loader import load_dep
-from shared.testing import (check, check_close, check_shape, covers, declare_parts, expect_raises, fail,
-                            likely, matching_mistakes)
+from shared.testing import (
+    check,
+    check_close,
+    check_shape,
+    covers,
+    declare_parts,
+    expect_raises,
+    fail,
+    likely,
+    matching_mistakes,
+)
 
 # ---------------------------------------------------------------- names of the mistakes (the lesson lists them)
 

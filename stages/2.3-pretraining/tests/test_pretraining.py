@@ -125,7 +125,7 @@ class PlainSGD:
     def load_state_dict(self, sd: dict[str, object]) -> None:
         params = self._params()
         self.state = {params[int(i)]: {k: v.clone() for k, v in st.items()} for i, st in sd["state"].items()}  # type: ignore[attr-defined]
-        for g, saved in zip(self.param_groups, sd["param_groups"]):  # type: ignore[call-overload]
+        for g, saved in zip(self.param_groups, sd["param_groups"], strict=False):  # type: ignore[call-overload]
             g.update({k: v for k, v in saved.items() if k != "params"})
 
 
@@ -440,7 +440,7 @@ def _with_grads(scale: float) -> tuple[nn.Module, nn.Module]:
     torch.manual_seed(3)
     a = nn.Sequential(nn.Linear(4, 6), nn.Linear(6, 3))
     b = copy.deepcopy(a)
-    for p, q in zip(a.parameters(), b.parameters()):
+    for p, q in zip(a.parameters(), b.parameters(), strict=False):
         p.grad = torch.randn_like(p) * scale
         q.grad = p.grad.clone()
     return a, b

