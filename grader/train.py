@@ -271,10 +271,16 @@ def _pick_device(spec: str) -> Any:
     from shared.loader import load_dep
 
     env = load_dep("0.2")
-    try:
-        return env.pick_device(None if spec == "auto" else spec)
-    except (ValueError, RuntimeError) as exc:
-        raise UsageError(f"--device {spec}: {exc}") from None
+
+    def pick() -> Any:
+        try:
+            return env.pick_device(None if spec == "auto" else spec)
+        except NotImplementedError:  # a RuntimeError too, but the learner's unwritten task, not bad input
+            raise
+        except (ValueError, RuntimeError) as exc:
+            raise UsageError(f"--device {spec}: {exc}") from None
+
+    return call_learner("stage 0.2 pick_device", pick)
 
 
 def bits_per_byte(loss_nats: float, bytes_per_token: float) -> float:
