@@ -465,6 +465,22 @@ def test_data_2_4(env: None) -> None:
     np.testing.assert_allclose(probs[1], np.exp(z / 0.5) / np.exp(z / 0.5).sum(), atol=1e-6)
     assert [int((row > 0).sum()) for row in probs[3:5]] == [3, 5]  # top-k 3; top-p 0.8: 0.371 + 0.203 + 0.123 + 0.101 = 0.798 < 0.8, so a fifth
     c = reference_data(stage, "kv-cache-work")
-    assert list(c["uncached"][:12]) == list(range(4, 16)) + [16] and list(c["cached"][:13]) == [4] + [1] * 12
+    assert list(c["uncached"][:13]) == list(range(4, 16)) + [16] and list(c["cached"][:13]) == [4] + [1] * 12
     assert all(n == 16 for n in c["cached"][13:]), "past block_size the cache is rebuilt from the last block_size tokens"
     assert float(c["diff"].max()) < 1e-4
+
+
+def test_data_2_3(env: None) -> None:
+    """The schedule figure is the lesson's formula: warmup (step + 1) / W, cosine to the floor at S, then the floor."""
+    import math
+
+    f = reference_data(BY_ID["2.3"], "lr-schedule")
+    W, S, hi, lo = f["warmup"], f["max_steps"], f["max_lr"], f["min_lr"]
+    for step, lr in zip(f["steps"], f["lr"], strict=True):
+        if step < W:
+            want = hi * (step + 1) / W
+        elif step <= S:
+            want = lo + (hi - lo) * 0.5 * (1 + math.cos(math.pi * (step - W) / (S - W)))
+        else:
+            want = lo
+        assert abs(lr - want) < 1e-12, (step, lr, want)
