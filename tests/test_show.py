@@ -484,3 +484,14 @@ def test_data_2_3(env: None) -> None:
         else:
             want = lo
         assert abs(lr - want) < 1e-12, (step, lr, want)
+
+
+def test_data_2_6(env: None) -> None:
+    """The sharding figure: each epoch gives every window exactly one rank, and the epochs differ."""
+    f = reference_data(BY_ID["2.6"], "shards")
+    owner, world = f["owner"], f["world"]
+    assert ((owner >= 0) & (owner < world)).all(), "a window with no rank, or with two"
+    for row in owner:
+        counts = np.bincount(row, minlength=world)
+        assert counts.max() - counts.min() <= 1, counts
+    assert not (owner[0] == owner[1]).all(), "epoch 1 deals the windows out as epoch 0 did"
