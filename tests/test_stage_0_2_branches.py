@@ -32,6 +32,7 @@ def pretend(
     macos: tuple[int, int] = (15, 0),
 ) -> None:
     monkeypatch.setattr(torch.cuda, "is_available", lambda: cuda)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2 if cuda else 0)  # a pretend machine with cuda:0 and cuda:1
     monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda including_emulation=True: cuda and (
         native_bf16 or including_emulation))
     monkeypatch.setattr(torch.backends.mps, "is_available", lambda: mps)
@@ -54,6 +55,8 @@ def test_explicit_choices(sol: ModuleType, monkeypatch: pytest.MonkeyPatch) -> N
     assert sol.pick_device("CUDA") == torch.device("cuda")
     assert sol.pick_device("cuda:1") == torch.device("cuda", 1)
     assert sol.pick_device("mps") == torch.device("mps")
+    with pytest.raises(RuntimeError, match="cuda:2"):  # two pretend devices: cuda:0 and cuda:1 only
+        sol.pick_device("cuda:2")
 
 
 @pytest.mark.parametrize(("name", "words"), [("cuda", ("cuda", "pip install")), ("mps", ("mps", "macos"))])
