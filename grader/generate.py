@@ -32,24 +32,16 @@ import os
 import sys
 import tempfile
 import time
-import traceback
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from grader.commands import LearnerError, UsageError, call_learner
 from shared.registry import ROOT
 
 RUNS_DIR = ROOT / ".llmfs" / "runs"
 ENDOFTEXT = "<|endoftext|>"
-
-
-class UsageError(Exception):
-    """Bad input: one line, exit status 2."""
-
-
-class LearnerError(Exception):
-    """The learner's code raised (or is not implemented yet): one line, exit status 1."""
 
 
 # ----------------------------------------------------------------------------- arguments
@@ -106,34 +98,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     return args
 
 
-# ----------------------------------------------------------------------------- learner code, one line on failure
-
-
-def _learner_line(exc: BaseException) -> str:
-    found = ""
-    for frame in traceback.extract_tb(exc.__traceback__):
-        path = Path(frame.filename)
-        if "stages" in path.parts:
-            found = f"{path.parent.parent.name}/{path.parent.name}/{path.name} line {frame.lineno}, in {frame.name}"
-    return found
-
-
-def call_learner(what: str, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
-    """Run learner code; NotImplementedError and other errors become one LearnerError line."""
-    try:
-        return fn(*args, **kwargs)
-    except (UsageError, LearnerError, KeyboardInterrupt):
-        raise
-    except NotImplementedError as exc:
-        where = _learner_line(exc)
-        raise LearnerError(
-            f"{what}: not implemented yet ({exc or 'NotImplementedError'}{', ' + where if where else ''}); "
-            "finish it (nox -s grade -- <stage>) or run with --version solution / --deps solution"
-        ) from None
-    except Exception as exc:  # the learner's bug: say where, in one line
-        where = _learner_line(exc)
-        first = (str(exc).strip().splitlines() or [""])[0][:300]
-        raise LearnerError(f"{what} raised {type(exc).__name__}: {first}" + (f" (at {where})" if where else "")) from None
+# ----------------------------------------------------------------------------- loading the stages (learner errors: grader/commands.py)
 
 
 @dataclass

@@ -34,12 +34,12 @@ import statistics
 import sys
 import tempfile
 import time
-import traceback
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from grader.commands import LearnerError, UsageError, call_learner
 from shared.registry import ROOT
 
 #: Where runs go: .llmfs/runs/<run>/ (LLMFS_HOME moves the whole .llmfs folder, e.g. for the course's tests).
@@ -71,14 +71,6 @@ CONFIGS: dict[str, dict[str, dict[str, Any]]] = {
 }  # fmt: skip
 
 PHASES = ("pretrain", "sft", "dpo")  # sft and dpo: stage 2.5, run by grader/finetune.py
-
-
-class UsageError(Exception):
-    """Bad input: one line, exit status 2."""
-
-
-class LearnerError(Exception):
-    """The learner's code raised (or is not implemented yet): one line, exit status 1."""
 
 
 # ----------------------------------------------------------------------------- arguments
@@ -130,35 +122,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     return args
 
 
-# ----------------------------------------------------------------------------- learner code, one line on failure
-
-
-def _learner_line(exc: BaseException) -> str:
-    """``pretraining.py line 97, in get_batch`` for the deepest frame in a stage file, else ''."""
-    found = ""
-    for frame in traceback.extract_tb(exc.__traceback__):
-        path = Path(frame.filename)
-        if "stages" in path.parts:
-            found = f"{path.parent.parent.name}/{path.parent.name}/{path.name} line {frame.lineno}, in {frame.name}"
-    return found
-
-
-def call_learner(what: str, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
-    """Run learner code; NotImplementedError and other errors become one LearnerError line."""
-    try:
-        return fn(*args, **kwargs)
-    except (UsageError, LearnerError, KeyboardInterrupt):
-        raise
-    except NotImplementedError as exc:
-        where = _learner_line(exc)
-        raise LearnerError(
-            f"{what}: not implemented yet ({exc or 'NotImplementedError'}{', ' + where if where else ''}); "
-            "finish it (nox -s grade -- <stage>) or run with --deps solution / --version solution"
-        ) from None
-    except Exception as exc:  # the learner's bug: say where, in one line
-        where = _learner_line(exc)
-        first = (str(exc).strip().splitlines() or [""])[0][:300]
-        raise LearnerError(f"{what} raised {type(exc).__name__}: {first}" + (f" (at {where})" if where else "")) from None
+# ----------------------------------------------------------------------------- loading the stages (learner errors: grader/commands.py)
 
 
 def _load_stages(version: str, deps: str) -> tuple[Any, Any, Any]:
