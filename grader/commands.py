@@ -4,12 +4,14 @@ kinds and the wrapper that turns the learner's exceptions into one line. Pure Py
 
 from __future__ import annotations
 
+import signal
 import traceback
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-__all__ = ["UsageError", "LearnerError", "learner_line", "call_learner"]
+__all__ = ["UsageError", "LearnerError", "learner_line", "call_learner", "stop_on_signal"]
 
 
 class UsageError(Exception):
@@ -48,3 +50,26 @@ def call_learner(what: str, fn: Callable[..., Any], *args: Any, **kwargs: Any) -
         raise LearnerError(
             f"{what} raised {type(exc).__name__}: {first}" + (f" (at {where})" if where else "")
         ) from None
+
+
+@contextmanager
+def stop_on_signal() -> Iterator[Callable[[], bool]]:
+    """Ctrl-C (or SIGTERM) once asks a training loop to stop; twice stops it now.
+
+    Yields ``requested()``: False until the first signal, True after it (the loop finishes its step,
+    saves and returns). A second signal raises KeyboardInterrupt. The old handlers come back on exit.
+    """
+    stop: list[int] = []
+
+    def on_signal(signum: int, frame: Any) -> None:
+        if stop:  # a second Ctrl-C: stop now
+            raise KeyboardInterrupt
+        stop.append(signum)
+
+    old_int = signal.signal(signal.SIGINT, on_signal)
+    old_term = signal.signal(signal.SIGTERM, on_signal)
+    try:
+        yield lambda: bool(stop)
+    finally:
+        signal.signal(signal.SIGINT, old_int)
+        signal.signal(signal.SIGTERM, old_term)

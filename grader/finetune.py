@@ -34,6 +34,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from grader.commands import stop_on_signal
 from grader.train import RUNS_DIR, LearnerError, UsageError, _rel, call_learner, write_json
 
 #: Each phase's defaults: optimizer steps, batch size (pairs), AdamW learning rate.
@@ -217,8 +218,6 @@ def _line(tag: str, m: dict[str, Any]) -> str:
 
 def run(args: argparse.Namespace, console: Any, err: Any) -> int:
     """``nox -s train -- --phase sft|dpo``: returns the exit status."""
-    import signal
-
     try:
         state = _prepare(args, console)
     except UsageError as exc:
@@ -230,27 +229,17 @@ def run(args: argparse.Namespace, console: Any, err: Any) -> int:
     except KeyboardInterrupt:
         err.print("train: interrupted before training started; nothing saved")
         return 130
-    stop: list[int] = []
-
-    def on_signal(signum: int, frame: Any) -> None:
-        if stop:
-            raise KeyboardInterrupt
-        stop.append(signum)
-
-    old = signal.signal(signal.SIGINT, on_signal), signal.signal(signal.SIGTERM, on_signal)
     try:
-        done = _train(state, console, lambda: bool(stop))
-        _finish(state, done, console, stopped=bool(stop))
+        with stop_on_signal() as stop:
+            done = _train(state, console, stop)
+            _finish(state, done, console, stopped=stop())
     except LearnerError as exc:
         err.print(f"train: {exc}")
         return 1
     except KeyboardInterrupt:
         err.print("train: interrupted twice: stopped without saving (the last checkpoint, if any, is unchanged)")
         return 130
-    finally:
-        signal.signal(signal.SIGINT, old[0])
-        signal.signal(signal.SIGTERM, old[1])
-    if stop:
+    if stop():
         run_opt = f" --run {args.run}" if args.run != "default" else ""
         console.print(f"train: stopped at step {done}; saved to {_rel(state.folder)}/checkpoint.pt — continue with:"
                       f" nox -s train -- --phase {args.phase} --resume{run_opt}")  # fmt: skip

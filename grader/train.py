@@ -29,7 +29,6 @@ import hashlib
 import json
 import math
 import os
-import signal
 import statistics
 import sys
 import tempfile
@@ -39,7 +38,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from grader.commands import LearnerError, UsageError, call_learner
+from grader.commands import LearnerError, UsageError, call_learner, stop_on_signal
 from shared.registry import ROOT
 
 #: Where runs go: .llmfs/runs/<run>/ (LLMFS_HOME moves the whole .llmfs folder, e.g. for the course's tests).
@@ -594,34 +593,23 @@ def main(argv: list[str] | None = None) -> int:
         err.print("train: interrupted before training started; nothing saved")
         return 130
 
-    stop_requested: list[int] = []
-
-    def on_signal(signum: int, frame: Any) -> None:
-        if stop_requested:  # a second Ctrl-C: stop now
-            raise KeyboardInterrupt
-        stop_requested.append(signum)
-
-    old_int = signal.signal(signal.SIGINT, on_signal)
-    old_term = signal.signal(signal.SIGTERM, on_signal)
     m = state.metrics
     console.print(
         f"training {m['parameters']:,} parameters on {m['device']}{' (autocast ' + m['amp_dtype'] + ')' if m['amp_dtype'] else ''};"
         f" bigram baseline: validation loss {m['bigram_val_loss']:.3f} = {m['bigram_val_bpb']:.3f} bits/byte. Ctrl-C saves and stops."
     )  # fmt: skip
     try:
-        done = PHASE_RUNNERS[args.phase](state, pre, console, lambda: bool(stop_requested))
-        _finish(state, pre, done, console)
+        with stop_on_signal() as stop_requested:
+            done = PHASE_RUNNERS[args.phase](state, pre, console, stop_requested)
+            _finish(state, pre, done, console)
     except LearnerError as exc:
         err.print(f"train: {exc}")
         return 1
     except KeyboardInterrupt:
         err.print("train: interrupted twice: stopped without saving (the last checkpoint, if any, is unchanged)")
         return 130
-    finally:
-        signal.signal(signal.SIGINT, old_int)
-        signal.signal(signal.SIGTERM, old_term)
     rel = _rel(state.folder)
-    if stop_requested:
+    if stop_requested():
         console.print(f"train: stopped at step {done}; checkpoint saved to {rel}/checkpoint.pt — continue with: nox -s train -- --resume"
                       + (f" --run {args.run}" if args.run != "default" else ""))  # fmt: skip
         return 130
